@@ -1,0 +1,131 @@
+"""A throwaway ``redis-server`` for the tests: free port on 127.0.0.1, no persistence.
+
+Readiness is read from the server itself: its log goes to stdout, and the server is ready
+once it prints "Ready to accept connections". No sleeping, no polling the port. A reader
+thread keeps draining stdout for the server's whole life, so its log can never fill the pipe
+and block it.
+
+Never the Redis on 127.0.0.1:6379, which may be someone's real one.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+READY_LINE = "Ready to accept connections"
+NOT_FOUND = "redis-server not found: run the README's test command, which installs it"
+
+
+class RedisServerError(RuntimeError):
+    """redis-server could not be started; the message carries its output."""
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now (never 6379)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port != 6379:
+            return port
+
+
+class RedisServer:
+    """One running ``redis-server`` process; :meth:`stop` ends it."""
+
+    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+        self.process = process
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.output: collections.deque[str] = collections.deque(maxlen=200)
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, name=f"redis-server:{port}", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line.rstrip("\n"))
+            self._lines.put(line)
+        self._lines.put(None)  # EOF: the process closed stdout (it exited)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until the ready line, or raise RedisServerError with the output so far."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                line = self._lines.get(timeout=max(remaining, 0))
+            except queue.Empty:
+                raise RedisServerError(self._report(f"not ready after {timeout:g} s")) from None
+            if line is None:
+                code = self.process.wait()
+                raise RedisServerError(self._report(f"exited with status {code} before being ready"))
+            if READY_LINE in line:
+                return
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(timeout=5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+    def _report(self, what: str) -> str:
+        output = "\n".join(self.output) or "(no output)"
+        return f"redis-server on port {self.port} {what}; its output:\n{output}"
+
+
+def start_redis_server(directory: Path, *, timeout: float = 15.0, attempts: int = 3) -> RedisServer:
+    """Start redis-server in ``directory`` on a free port and return it once it is ready.
+
+    A port that was free when picked can be taken before the server binds it; that attempt
+    then fails and another port is tried, up to ``attempts`` times.
+    """
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise RedisServerError(NOT_FOUND)
+    error: RedisServerError | None = None
+    for _ in range(attempts):
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                executable,
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(directory),
+                "--logfile", "",  # log to stdout, where readiness is read
+                "--daemonize", "no",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        server = RedisServer(process, port)
+        try:
+            server.wait_ready(timeout)
+        except RedisServerError as exc:
+            server.stop()
+            error = exc
+            if "Address already in use" not in exc.args[0]:
+                break
+        else:
+            return server
+    assert error is not None
+    raise error

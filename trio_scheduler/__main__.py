@@ -1,0 +1,3 @@
+from trio_scheduler.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,176 @@
+"""Configuration: one frozen attrs class per TOML section, loaded with cattrs.
+
+Every limit the server enforces lives here under a name, with the default the protocol
+contract gives. ``config/scheduler.toml`` documents each key; a test keeps the two in step.
+An unknown or mistyped key stops start-up with a message naming the key, so a typo never
+silently leaves a default in force.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _non_negative(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def _port(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{attribute.name} must be a TCP port (0-65535), got {value!r}")
+
+
+@attrs.frozen
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = attrs.field(default=5010, validator=_port)
+    max_message_bytes: int = attrs.field(default=2 * 1024 * 1024, validator=_positive)
+    handshake_timeout_s: float = attrs.field(default=10.0, validator=_positive)
+    max_request_head_bytes: int = attrs.field(default=16384, validator=_positive)
+    shutdown_grace_s: float = attrs.field(default=5.0, validator=_non_negative)
+
+
+@attrs.frozen
+class StoreConfig:
+    redis_url: str | None = None
+    key_prefix: str = "ts:"
+
+
+@attrs.frozen
+class NodesConfig:
+    heartbeat_interval_s: float = attrs.field(default=15.0, validator=_positive)
+    heartbeat_timeout_s: float = attrs.field(default=45.0, validator=_positive)
+    default_max_concurrent_jobs: int = attrs.field(default=4, validator=_positive)
+    require_gpu: bool = True
+    resource_threshold_percent: float = attrs.field(default=95.0, validator=_positive)
+    outbound_queue_size: int = attrs.field(default=256, validator=_positive)
+
+
+@attrs.frozen
+class SegmentationConfig:
+    pause_ms: int = attrs.field(default=3000, validator=_positive)
+    max_duration_ms: int = attrs.field(default=10000, validator=_positive)
+    max_buffer_bytes: int = attrs.field(default=512000, validator=_positive)
+    padding_auto_ms: int = attrs.field(default=220, validator=_non_negative)
+    padding_manual_ms: int = attrs.field(default=280, validator=_non_negative)
+
+
+@attrs.frozen
+class JobsConfig:
+    timeout_ms: int = attrs.field(default=30000, validator=_positive)
+    pending_timeout_ms: int = attrs.field(default=10000, validator=_positive)
+    max_attempts: int = attrs.field(default=3, validator=_positive)
+    reservation_margin_ms: int = attrs.field(default=5000, validator=_non_negative)
+    max_waiting_per_pool: int = attrs.field(default=1000, validator=_positive)
+
+
+@attrs.frozen
+class SessionsConfig:
+    inbox_size: int = attrs.field(default=1024, validator=_positive)
+    close_drain_ms: int = attrs.field(default=5000, validator=_non_negative)
+    idle_timeout_s: float = attrs.field(default=120.0, validator=_positive)
+
+
+@attrs.frozen
+class ResultsConfig:
+    gap_timeout_ms: int = attrs.field(default=5000, validator=_positive)
+    max_pending: int = attrs.field(default=200, validator=_positive)
+
+
+@attrs.frozen
+class LoggingConfig:
+    format: str = attrs.field(
+        default="console", validator=attrs.validators.in_(("console", "json"))
+    )
+    level: str = attrs.field(
+        default="info", validator=attrs.validators.in_(("debug", "info", "warning", "error"))
+    )
+
+
+@attrs.frozen
+class Config:
+    server: ServerConfig = ServerConfig()
+    store: StoreConfig = StoreConfig()
+    nodes: NodesConfig = NodesConfig()
+    segmentation: SegmentationConfig = SegmentationConfig()
+    jobs: JobsConfig = JobsConfig()
+    sessions: SessionsConfig = SessionsConfig()
+    results: ResultsConfig = ResultsConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+
+def _strict_converter() -> cattrs.Converter:
+    """A converter that refuses coercions: ``port = "80"`` is an error, not 80."""
+    converter = cattrs.Converter(forbid_extra_keys=True)
+
+    def exact(kind: type, accept: tuple[type, ...]):
+        def structure(value: Any, _: type) -> Any:
+            if isinstance(value, bool) and kind is not bool:
+                raise TypeError(f"expected {kind.__name__}, got a boolean")
+            if not isinstance(value, accept):
+                raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+            return kind(value)
+
+        return structure
+
+    converter.register_structure_hook(bool, exact(bool, (bool,)))
+    converter.register_structure_hook(int, exact(int, (int,)))
+    converter.register_structure_hook(float, exact(float, (int, float)))
+    converter.register_structure_hook(str, exact(str, (str,)))
+    return converter
+
+
+_CONVERTER = _strict_converter()
+
+
+def _describe(exc: BaseException, expected: type | None) -> str:
+    if isinstance(exc, KeyError):
+        return "required key missing"
+    return str(exc) or type(exc).__name__
+
+
+def config_from_mapping(data: dict[str, Any]) -> Config:
+    """Build a :class:`Config` from parsed TOML, naming the first bad key on error."""
+    try:
+        return _CONVERTER.structure(data, Config)
+    except cattrs.ClassValidationError as exc:
+        problems = cattrs.transform_error(exc, path="config", format_exception=_describe)
+        raise ConfigError("; ".join(problems)) from None
+    except (TypeError, ValueError) as exc:  # attrs validators raise these
+        raise ConfigError(str(exc)) from None
+
+
+def load_config(path: Path | None) -> Config:
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return config_from_mapping(data)
+
+
+def with_overrides(config: Config, **sections: dict[str, Any]) -> Config:
+    """Return ``config`` with some keys replaced, e.g. ``server={"port": 0}``."""
+    changes = {
+        name: attrs.evolve(getattr(config, name), **values) for name, values in sections.items()
+    }
+    return attrs.evolve(config, **changes)

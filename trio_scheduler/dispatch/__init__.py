@@ -1,0 +1,1 @@
+"""Dispatch: pure node selection, job records, and the lock-free path from job to node."""

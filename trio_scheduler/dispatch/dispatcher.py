@@ -1,0 +1,308 @@
+"""The lock-free path from a job to a node, and from a node's answer back to its session.
+
+Dispatch runs inside the session task: read the current snapshot, rank candidates with a
+pure function, make one atomic reservation in the store, and put the ``job_assign`` on
+the node's outbound channel without waiting for the node. The only shared mutable state
+here is bookkeeping that is read and written without an await in between (a job
+directory, a local load estimate and the queue of jobs waiting for capacity), which in
+Trio needs no lock.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import structlog
+import trio
+
+from trio_scheduler.dispatch.selection import rank_candidates
+from trio_scheduler.management.publisher import SnapshotPublisher
+from trio_scheduler.management.snapshot import NodeView, Snapshot
+from trio_scheduler.store.base import Store, reservation_member
+
+log = structlog.get_logger(__name__)
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# -- events delivered to a session's inbox ------------------------------------------
+
+
+@attrs.frozen
+class NodeMessage:
+    """A frame from a node about one of the session's jobs (already checked for origin)."""
+
+    message: Any
+    node_id: str
+    received_at_ms: int
+
+
+@attrs.frozen
+class NodeLost:
+    job_id: str
+    node_id: str
+
+
+@attrs.frozen
+class CapacityFreed:
+    job_id: str
+
+
+# -- outcomes of one dispatch attempt ------------------------------------------------
+
+
+@attrs.frozen
+class Dispatched:
+    node_id: str
+
+
+@attrs.frozen
+class NoNode:
+    """No ready node serves the session's pairs (after exclusions)."""
+
+
+@attrs.frozen
+class AllFull:
+    """Nodes serve the pairs but none had a free slot."""
+
+
+Outcome = Dispatched | NoNode | AllFull
+
+
+@attrs.define
+class JobRoute:
+    session_id: str
+    inbox: trio.MemorySendChannel
+    nodes: set[str]  # every node an attempt was sent to: results accepted only from these
+
+
+@attrs.define
+class Waiter:
+    job_id: str
+    pairs: frozenset[str]
+    inbox: trio.MemorySendChannel
+    woken: bool = False
+
+
+class Counters:
+    """Plain counters, read by tests and (later) the metrics endpoint."""
+
+    def __init__(self) -> None:
+        self.values: collections.Counter[str] = collections.Counter()
+
+    def inc(self, name: str, by: int = 1) -> None:
+        self.values[name] += by
+
+    def __getitem__(self, name: str) -> int:
+        return self.values[name]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        publisher: SnapshotPublisher,
+        store: Store,
+        *,
+        job_timeout_ms: int,
+        reservation_margin_ms: int,
+        max_waiting_per_pool: int,
+        rng: random.Random | None = None,
+        clock_ms: Callable[[], int] = wall_ms,
+        counters: Counters | None = None,
+    ) -> None:
+        self._publisher = publisher
+        self._store = store
+        self._reservation_ttl_ms = job_timeout_ms + reservation_margin_ms
+        self._max_waiting = max_waiting_per_pool
+        self._rng = rng or random.Random()
+        self._clock_ms = clock_ms
+        self.counters = counters or Counters()
+        self._in_flight: collections.Counter[str] = collections.Counter()  # node -> our slots
+        self._routes: dict[str, JobRoute] = {}
+        self._waiters: collections.OrderedDict[str, Waiter] = collections.OrderedDict()
+        publisher.add_listener(self._on_snapshot)
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    # -- dispatch ------------------------------------------------------------------
+
+    def load(self, node: NodeView) -> float:
+        return self._in_flight[node.node_id] / node.max_concurrent_jobs
+
+    def serving_nodes(self, pairs: frozenset[str]) -> frozenset[str]:
+        return self._publisher.current.candidates(pairs)
+
+    async def dispatch(
+        self,
+        *,
+        job_id: str,
+        attempt_id: int,
+        frame: str,
+        pairs: frozenset[str],
+        session_id: str,
+        inbox: trio.MemorySendChannel,
+        sticky_node_id: str | None,
+        exclude: frozenset[str] = frozenset(),
+        pinned_node_id: str | None = None,
+    ) -> Outcome:
+        """Try to hand one attempt of a job to a node; never waits for a node."""
+        snapshot = self._publisher.current
+        ids = snapshot.candidates(pairs) - exclude
+        if pinned_node_id is not None:
+            ids &= {pinned_node_id}
+        if not ids:
+            return NoNode()
+        ranked = rank_candidates(
+            [snapshot.nodes[i] for i in ids],
+            sticky_node_id=sticky_node_id,
+            load=self.load,
+            rng=self._rng,
+        )
+        member = reservation_member(job_id, attempt_id)
+        for node in ranked:
+            now_ms = self._clock_ms()
+            reservation = await self._store.reserve(
+                node.node_id,
+                member,
+                node.max_concurrent_jobs,
+                now_ms,
+                now_ms + self._reservation_ttl_ms,
+            )
+            if not reservation.granted:
+                self.counters.inc("reservations_refused")
+                continue
+            # The reservation awaited: the node may have gone meanwhile. Everything from
+            # here to the channel send is synchronous, so the node connection's cleanup
+            # either sees this job in the directory or makes the send fail.
+            if not _still_schedulable(self._publisher.current, node):
+                await self._store.release(node.node_id, member)
+                continue
+            self._in_flight[node.node_id] += 1
+            route = self._routes.get(job_id)
+            if route is None:
+                route = self._routes[job_id] = JobRoute(session_id, inbox, set())
+            route.nodes.add(node.node_id)
+            if not node.link.send(frame):
+                self._in_flight[node.node_id] -= 1
+                await self._store.release(node.node_id, member)
+                self.counters.inc("node_queue_full")
+                continue
+            self.counters.inc("jobs_dispatched")
+            return Dispatched(node.node_id)
+        return AllFull()
+
+    async def release(self, job_id: str, attempt_id: int, node_id: str) -> None:
+        """Give back the slot of one attempt and hand it to the oldest waiting job."""
+        self._in_flight[node_id] -= 1
+        if self._in_flight[node_id] <= 0:
+            del self._in_flight[node_id]
+        await self._store.release(node_id, reservation_member(job_id, attempt_id))
+        self._wake_one_for(node_id)
+
+    def forget(self, job_id: str) -> None:
+        """The job reached its end: stop routing node frames to its session."""
+        self._routes.pop(job_id, None)
+        self._waiters.pop(job_id, None)
+
+    # -- node -> session routing -----------------------------------------------------
+
+    def route_from_node(self, node_id: str, job_id: str, session_id: str, message: Any) -> bool:
+        """Forward a node's frame about ``job_id`` to its session; False if refused.
+
+        A node can only reach a session through a job that was sent to it: unknown jobs,
+        other nodes' jobs and mismatched session ids are dropped and counted.
+        """
+        route = self._routes.get(job_id)
+        if route is None:
+            self.counters.inc("node_frames_unknown_job")
+            return False
+        if node_id not in route.nodes or session_id != route.session_id:
+            self.counters.inc("node_frames_foreign")
+            return False
+        try:
+            route.inbox.send_nowait(NodeMessage(message, node_id, self._clock_ms()))
+        except trio.WouldBlock:
+            # The session is not keeping up; its job timeout will report the outcome.
+            self.counters.inc("session_inbox_full")
+            log.warning("session inbox full; node frame dropped", job_id=job_id)
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
+    def node_lost(self, node_id: str) -> None:
+        """Tell every session with a job on ``node_id`` that the node is gone."""
+        self._in_flight.pop(node_id, None)
+        for job_id, route in list(self._routes.items()):
+            if node_id in route.nodes:
+                _notify(route.inbox, NodeLost(job_id, node_id))
+
+    # -- waiting for capacity ----------------------------------------------------------
+
+    def wait_for_capacity(
+        self, job_id: str, pairs: frozenset[str], inbox: trio.MemorySendChannel
+    ) -> bool:
+        """Queue a job until a slot frees; False when its pool's queue is full.
+
+        The job keeps its place until it calls :meth:`stop_waiting`. It is woken with a
+        :class:`CapacityFreed` event when a slot that fits it frees up; if its retry loses
+        the race, :meth:`keep_waiting` puts it back to sleep at the same place.
+        """
+        if job_id in self._waiters:
+            return True
+        if sum(1 for w in self._waiters.values() if w.pairs == pairs) >= self._max_waiting:
+            return False
+        self._waiters[job_id] = Waiter(job_id, pairs, inbox)
+        return True
+
+    def keep_waiting(self, job_id: str) -> None:
+        waiter = self._waiters.get(job_id)
+        if waiter is not None:
+            waiter.woken = False
+
+    def stop_waiting(self, job_id: str) -> None:
+        self._waiters.pop(job_id, None)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def _wake_one_for(self, node_id: str) -> None:
+        node = self._publisher.current.nodes.get(node_id)
+        if node is None or not node.schedulable:
+            return
+        for waiter in self._waiters.values():
+            if not waiter.woken and waiter.pairs <= node.pairs:
+                waiter.woken = True
+                _notify(waiter.inbox, CapacityFreed(waiter.job_id))
+                return
+
+    def _on_snapshot(self, old: Snapshot, new: Snapshot) -> None:
+        if old.pools == new.pools:
+            return
+        # Nodes came or went: let every waiting job try again (a rare event).
+        for waiter in self._waiters.values():
+            if not waiter.woken:
+                waiter.woken = True
+                _notify(waiter.inbox, CapacityFreed(waiter.job_id))
+
+
+def _still_schedulable(snapshot: Snapshot, node: NodeView) -> bool:
+    current = snapshot.nodes.get(node.node_id)
+    return current is not None and current.link is node.link and current.schedulable
+
+
+def _notify(inbox: trio.MemorySendChannel, event: Any) -> None:
+    try:
+        inbox.send_nowait(event)
+    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass

@@ -1,0 +1,43 @@
+"""Choosing a node for a job: a pure function of a snapshot and a load estimate."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Collection
+
+from trio_scheduler.management.snapshot import NodeView
+
+
+def rank_candidates(
+    nodes: Collection[NodeView],
+    *,
+    sticky_node_id: str | None,
+    load: Callable[[NodeView], float],
+    rng: random.Random,
+) -> list[NodeView]:
+    """Order in which to try ``nodes`` for one job (PROTOCOL §3.4).
+
+    1. The node that served the session's previous utterance, while it has room: the node
+       buffers audio across utterances of one turn.
+    2. Power of two choices: of two random nodes, the less loaded one, then the other.
+       It spreads load almost as well as "least loaded" without every dispatcher piling
+       onto the same node between two load updates.
+    3. The rest, least loaded first, ties broken at random, as fallbacks when a
+       reservation is refused.
+    """
+    remaining = list(nodes)
+    ordered: list[NodeView] = []
+    if sticky_node_id is not None:
+        for node in remaining:
+            if node.node_id == sticky_node_id and load(node) < 1.0:
+                ordered.append(node)
+                remaining.remove(node)
+                break
+    if len(remaining) >= 2:
+        first, second = rng.sample(remaining, 2)
+        pair = sorted((first, second), key=lambda n: (load(n), rng.random()))
+        ordered.extend(pair)
+        remaining = [n for n in remaining if n is not first and n is not second]
+    remaining.sort(key=lambda n: (load(n), rng.random()))
+    ordered.extend(remaining)
+    return ordered

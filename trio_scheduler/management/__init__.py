@@ -1,0 +1,1 @@
+"""Node management: pure state transitions, pool derivation, snapshots and their owner task."""

@@ -1,0 +1,128 @@
+"""Pure rules of a node's life: validation of a registration, health, status transitions.
+
+Nothing here awaits or reads a clock; the owner task passes in what it knows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+from trio_scheduler.management.pools import served_pairs
+from trio_scheduler.management.snapshot import NodeStatus
+from trio_scheduler.protocol.errors import ErrorCode
+from trio_scheduler.protocol.messages import (
+    LanguageCapabilities,
+    NodeHeartbeat,
+    NodeRegister,
+    ResourceUsage,
+    ServiceCapability,
+)
+
+SUPPORTED_CAPABILITY_SCHEMA = "2.0"
+
+
+@attrs.frozen
+class Rejection:
+    code: ErrorCode
+    message: str
+    details: dict | None = None
+
+
+def check_registration(message: NodeRegister, *, require_gpu: bool) -> Rejection | None:
+    """Why a ``node_register`` cannot be accepted, or None (PROTOCOL §3.3)."""
+    schema = message.capability_schema_version
+    if schema is not None and schema != SUPPORTED_CAPABILITY_SCHEMA:
+        return Rejection(
+            ErrorCode.INVALID_CAPABILITY_SCHEMA,
+            f"capability_schema_version {schema!r} is not supported "
+            f"(expected {SUPPORTED_CAPABILITY_SCHEMA!r})",
+            {"field": "capability_schema_version"},
+        )
+    if require_gpu and not message.hardware.gpus:
+        return Rejection(
+            ErrorCode.NO_GPU_AVAILABLE,
+            "this scheduler requires a GPU and hardware.gpus is empty",
+            {"field": "hardware.gpus"},
+        )
+    if message.max_concurrent_jobs is not None and message.max_concurrent_jobs < 1:
+        return Rejection(
+            ErrorCode.INVALID_MESSAGE,
+            "max_concurrent_jobs must be at least 1",
+            {"field": "max_concurrent_jobs"},
+        )
+    return None
+
+
+@attrs.frozen
+class Capabilities:
+    """What a node says it can do, merged from its registration and later heartbeats."""
+
+    services_ready: frozenset[str]
+    asr_languages: tuple[str, ...]
+    tts_languages: tuple[str, ...]
+    semantic_languages: tuple[str, ...]
+
+    @property
+    def pairs(self) -> frozenset[str]:
+        return served_pairs(self.asr_languages, self.tts_languages, self.semantic_languages)
+
+    @classmethod
+    def from_register(cls, message: NodeRegister) -> Capabilities:
+        return cls(frozenset(), (), (), ()).updated(
+            message.capability_by_type, message.language_capabilities
+        )
+
+    def updated(
+        self,
+        capability_by_type: Iterable[ServiceCapability] | None,
+        languages: LanguageCapabilities | None,
+    ) -> Capabilities:
+        """Apply a heartbeat's optional fields; absent fields keep what we knew.
+
+        Service entries merge by type: the real agent's heartbeats list only some types
+        (often only ``asr``), which must not be read as the others having stopped.
+        """
+        ready = set(self.services_ready)
+        for entry in capability_by_type or ():
+            (ready.add if entry.ready else ready.discard)(entry.type)
+        changes: dict = {"services_ready": frozenset(ready)}
+        if languages is not None:
+            for name in ("asr_languages", "tts_languages", "semantic_languages"):
+                value = getattr(languages, name)
+                if value is not None:
+                    changes[name] = tuple(value)
+        return attrs.evolve(self, **changes)
+
+    def from_heartbeat(self, message: NodeHeartbeat) -> Capabilities:
+        return self.updated(message.capability_by_type, message.language_capabilities)
+
+
+@attrs.frozen
+class HealthRules:
+    required_services: frozenset[str] = frozenset({"asr", "nmt", "tts"})
+    resource_threshold_percent: float = 95.0
+
+
+def is_healthy(capabilities: Capabilities, usage: ResourceUsage, rules: HealthRules) -> bool:
+    """A node may take work: required services ready, languages usable, not overloaded."""
+    if not rules.required_services <= capabilities.services_ready:
+        return False
+    if not capabilities.pairs:
+        return False
+    limit = rules.resource_threshold_percent
+    loads = (usage.cpu_percent, usage.mem_percent, usage.gpu_percent)
+    return all(load is None or load <= limit for load in loads)
+
+
+def status_after_heartbeat(current: NodeStatus, healthy: bool) -> NodeStatus:
+    """registering → ready on the first healthy heartbeat; ready ⇄ degraded by health;
+    draining and offline are left only by the operator or a new registration."""
+    if current in (NodeStatus.DRAINING, NodeStatus.OFFLINE):
+        return current
+    if healthy:
+        return NodeStatus.READY
+    if current is NodeStatus.REGISTERING:
+        return NodeStatus.REGISTERING
+    return NodeStatus.DEGRADED

@@ -1,0 +1,294 @@
+"""The management owner: the only task that changes node and pool state.
+
+Connection tasks send it commands over a channel; it applies them with the pure rules of
+:mod:`node_state` and :mod:`pools` to its private records and publishes a new immutable
+snapshot when, and only when, something dispatch can see has changed. A heartbeat of a
+healthy, unchanged node therefore costs a dict lookup and two comparisons.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import attrs
+import structlog
+import trio
+
+from trio_scheduler.management import node_state
+from trio_scheduler.management.node_state import Capabilities, HealthRules
+from trio_scheduler.management.pools import move_node
+from trio_scheduler.management.publisher import SnapshotPublisher
+from trio_scheduler.management.snapshot import NodeStatus, NodeView, Snapshot
+from trio_scheduler.protocol.errors import CloseCode
+from trio_scheduler.protocol.messages import NodeHeartbeat, NodeRegister, ResourceUsage
+
+log = structlog.get_logger(__name__)
+
+
+class Reply:
+    """A one-shot answer from the owner to the task that sent a command."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._value: Any = None
+
+    def set(self, value: Any) -> None:
+        self._value = value
+        self._event.set()
+
+    async def wait(self) -> Any:
+        await self._event.wait()
+        return self._value
+
+
+@attrs.frozen
+class Register:
+    node_id: str
+    message: NodeRegister
+    link: Any
+    reply: Reply
+
+
+@attrs.frozen
+class Heartbeat:
+    node_id: str
+    epoch: int
+    message: NodeHeartbeat
+
+
+@attrs.frozen
+class Disconnect:
+    node_id: str
+    epoch: int
+    reply: Reply
+
+
+@attrs.frozen
+class Sweep:
+    pass
+
+
+@attrs.frozen
+class ListNodes:
+    reply: Reply
+
+
+Command = Register | Heartbeat | Disconnect | Sweep | ListNodes
+
+
+@attrs.define
+class NodeRecord:
+    """The owner's private, mutable state of one node."""
+
+    node_id: str
+    epoch: int
+    link: Any
+    capabilities: Capabilities
+    status: NodeStatus
+    max_concurrent_jobs: int
+    accept_public_jobs: bool
+    registered_at: float
+    last_heartbeat_at: float
+    usage: ResourceUsage | None = None
+
+    def view(self) -> NodeView:
+        return NodeView(
+            node_id=self.node_id,
+            epoch=self.epoch,
+            status=self.status,
+            max_concurrent_jobs=self.max_concurrent_jobs,
+            pairs=self.capabilities.pairs,
+            accept_public_jobs=self.accept_public_jobs,
+            link=self.link,
+        )
+
+
+@attrs.frozen
+class NodeSummary:
+    """One row of an operator's node listing."""
+
+    node_id: str
+    status: str
+    pairs: list[str]
+    max_concurrent_jobs: int
+    reported_running_jobs: int | None
+    last_heartbeat_age_s: float
+
+
+class NodeManager:
+    """Owner task plus the calls connection tasks use to reach it."""
+
+    def __init__(
+        self,
+        publisher: SnapshotPublisher,
+        *,
+        default_max_concurrent_jobs: int,
+        heartbeat_interval_s: float,
+        heartbeat_timeout_s: float,
+        health: HealthRules,
+        queue_size: int = 1024,
+    ) -> None:
+        self._publisher = publisher
+        self._default_capacity = default_max_concurrent_jobs
+        self._sweep_interval = heartbeat_interval_s
+        self._timeout = heartbeat_timeout_s
+        self._health = health
+        self._send, self._receive = trio.open_memory_channel[Command](queue_size)
+        self._records: dict[str, NodeRecord] = {}
+        self._views: dict[str, NodeView] = {}
+        self._pools: dict[str, frozenset[str]] = {}
+        self._epochs = itertools.count(1)
+        self._version = 0
+        self._dirty = False
+
+    # -- calls made by connection tasks ------------------------------------------------
+
+    async def register(self, node_id: str, message: NodeRegister, link: Any) -> int:
+        """Apply a registration; returns the connection's epoch once readers can see it."""
+        reply = Reply()
+        await self._send.send(Register(node_id, message, link, reply))
+        return await reply.wait()
+
+    async def heartbeat(self, node_id: str, epoch: int, message: NodeHeartbeat) -> None:
+        await self._send.send(Heartbeat(node_id, epoch, message))
+
+    async def disconnect(self, node_id: str, epoch: int) -> bool:
+        """Remove the node if ``epoch`` is still its registration.
+
+        Returns False when a newer registration took the id over: the caller's cleanup
+        must then leave everything about the node alone.
+        """
+        reply = Reply()
+        await self._send.send(Disconnect(node_id, epoch, reply))
+        return await reply.wait()
+
+    async def list_nodes(self) -> list[NodeSummary]:
+        reply = Reply()
+        await self._send.send(ListNodes(reply))
+        return await reply.wait()
+
+    # -- the owner task ----------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sweeper)
+            task_status.started()
+            async for command in self._receive:
+                self._apply(command)
+                # Coalesce a burst into one publication.
+                while True:
+                    try:
+                        command = self._receive.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    self._apply(command)
+                self._publish_if_dirty()
+
+    async def _sweeper(self) -> None:
+        while True:
+            await trio.sleep(self._sweep_interval)
+            await self._send.send(Sweep())
+
+    def _apply(self, command: Command) -> None:
+        now = trio.current_time()
+        match command:
+            case Register():
+                command.reply.set(self._register(command, now))
+                self._publish_if_dirty()  # the caller acks only once readers see it
+            case Heartbeat():
+                self._heartbeat(command, now)
+            case Disconnect():
+                command.reply.set(self._disconnect(command))
+                self._publish_if_dirty()
+            case Sweep():
+                self._sweep(now)
+            case ListNodes():
+                command.reply.set(self._summaries(now))
+
+    def _register(self, command: Register, now: float) -> int:
+        message = command.message
+        epoch = next(self._epochs)
+        previous = self._records.get(command.node_id)
+        if previous is not None and previous.link is not command.link:
+            log.info("node re-registered; closing its older socket", node_id=command.node_id)
+            previous.link.close_soon(CloseCode.REPLACED, "replaced by a newer registration")
+        self._records[command.node_id] = NodeRecord(
+            node_id=command.node_id,
+            epoch=epoch,
+            link=command.link,
+            capabilities=Capabilities.from_register(message),
+            status=NodeStatus.REGISTERING,
+            max_concurrent_jobs=message.max_concurrent_jobs or self._default_capacity,
+            accept_public_jobs=message.accept_public_jobs,
+            registered_at=now,
+            last_heartbeat_at=now,
+        )
+        self._refresh(command.node_id)
+        return epoch
+
+    def _heartbeat(self, command: Heartbeat, now: float) -> None:
+        record = self._records.get(command.node_id)
+        if record is None or record.epoch != command.epoch:
+            return  # a heartbeat from a socket that lost its registration
+        message = command.message
+        record.last_heartbeat_at = now
+        record.usage = message.resource_usage
+        if message.capability_by_type is not None or message.language_capabilities is not None:
+            record.capabilities = record.capabilities.from_heartbeat(message)
+        healthy = node_state.is_healthy(record.capabilities, message.resource_usage, self._health)
+        record.status = node_state.status_after_heartbeat(record.status, healthy)
+        self._refresh(command.node_id)
+
+    def _disconnect(self, command: Disconnect) -> bool:
+        record = self._records.get(command.node_id)
+        if record is None or record.epoch != command.epoch:
+            return False
+        del self._records[command.node_id]
+        self._refresh(command.node_id)
+        return True
+
+    def _sweep(self, now: float) -> None:
+        for record in list(self._records.values()):
+            silent_for = now - record.last_heartbeat_at
+            if record.status is not NodeStatus.OFFLINE and silent_for > self._timeout:
+                log.warning("node heartbeat timed out", node_id=record.node_id, silent_s=silent_for)
+                record.status = NodeStatus.OFFLINE
+                self._refresh(record.node_id)
+                record.link.close_soon(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
+
+    def _refresh(self, node_id: str) -> None:
+        """Recompute one node's view and pools; mark dirty only if something changed."""
+        record = self._records.get(node_id)
+        old = self._views.get(node_id)
+        new = record.view() if record is not None else None
+        if old == new and (old is None or old.link is new.link):
+            return
+        old_pairs = old.pairs if old is not None and old.schedulable else frozenset()
+        new_pairs = new.pairs if new is not None and new.schedulable else frozenset()
+        move_node(self._pools, node_id, old_pairs, new_pairs)
+        if new is None:
+            del self._views[node_id]
+        else:
+            self._views[node_id] = new
+        self._dirty = True
+
+    def _publish_if_dirty(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        self._version += 1
+        self._publisher.publish(Snapshot(self._version, self._views, self._pools))
+
+    def _summaries(self, now: float) -> list[NodeSummary]:
+        return [
+            NodeSummary(
+                node_id=r.node_id,
+                status=str(r.status),
+                pairs=sorted(r.capabilities.pairs),
+                max_concurrent_jobs=r.max_concurrent_jobs,
+                reported_running_jobs=r.usage.running_jobs if r.usage else None,
+                last_heartbeat_age_s=round(now - r.last_heartbeat_at, 3),
+            )
+            for r in self._records.values()
+        ]

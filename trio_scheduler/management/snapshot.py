@@ -1,0 +1,71 @@
+"""Immutable views of node and pool state that any task may hold across awaits.
+
+The owner task builds a new :class:`Snapshot` whenever something a reader cares about
+changes; readers only ever swap one reference, so they see either the old or the new
+state, never a mix, and need no lock.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+
+class NodeStatus(enum.StrEnum):
+    REGISTERING = "registering"
+    READY = "ready"
+    DEGRADED = "degraded"
+    DRAINING = "draining"
+    OFFLINE = "offline"
+
+
+@attrs.frozen
+class NodeView:
+    """What dispatch may know about one node.
+
+    Deliberately leaves out what changes on every heartbeat (timestamps, reported load):
+    an unchanged node's heartbeat then changes no view and publishes nothing.
+    """
+
+    node_id: str
+    epoch: int  # grows with every registration; stale cleanup compares it
+    status: NodeStatus
+    max_concurrent_jobs: int
+    pairs: frozenset[str]  # pairs it can serve by capability, whatever its status
+    accept_public_jobs: bool
+    # The handle used to reach the node; identity only, never compared.
+    link: Any = attrs.field(eq=False, repr=False)
+
+    @property
+    def schedulable(self) -> bool:
+        return self.status is NodeStatus.READY
+
+
+def _freeze_pools(pools: Mapping[str, frozenset[str]]) -> Mapping[str, frozenset[str]]:
+    return MappingProxyType(dict(pools))
+
+
+@attrs.frozen
+class Snapshot:
+    version: int
+    nodes: Mapping[str, NodeView] = attrs.field(converter=lambda m: MappingProxyType(dict(m)))
+    # pair -> ids of *ready* nodes serving it
+    pools: Mapping[str, frozenset[str]] = attrs.field(converter=_freeze_pools)
+
+    @classmethod
+    def empty(cls) -> Snapshot:
+        return cls(version=0, nodes={}, pools={})
+
+    def candidates(self, pairs: frozenset[str]) -> frozenset[str]:
+        """Ids of the ready nodes that serve every pair in ``pairs``."""
+        members: frozenset[str] | None = None
+        for pair in pairs:
+            pool = self.pools.get(pair)
+            if not pool:
+                return frozenset()
+            members = pool if members is None else members & pool
+        return members or frozenset()

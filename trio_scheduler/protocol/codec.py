@@ -1,0 +1,161 @@
+"""One codec for every message: orjson for the bytes, one cattrs converter for the shapes.
+
+Decoding is strict about types (``"is_final": "false"`` is an error, never ``True``) and
+lenient about extra fields. Every failure becomes a single :class:`ProtocolError` carrying
+the path of the offending field, which the connection tasks turn into one ``error`` frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import cattrs
+import orjson
+from cattrs.preconf.orjson import make_converter
+
+from trio_scheduler.protocol.errors import ErrorCode
+from trio_scheduler.protocol.messages import JobAssign
+
+
+class ProtocolError(Exception):
+    """A frame that does not follow the contract.
+
+    ``field`` is the dotted path of the offending field (``hardware.gpus[0].name``) or
+    None when the frame as a whole is wrong.
+    """
+
+    def __init__(
+        self, message: str, *, field: str | None = None, code: ErrorCode = ErrorCode.INVALID_MESSAGE
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.code = code
+
+    @property
+    def details(self) -> dict[str, Any] | None:
+        return {"field": self.field} if self.field else None
+
+
+class UnknownMessageType(ProtocolError):
+    """A well-formed frame whose ``type`` this socket does not speak."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"unknown message type {kind!r}", field="type")
+        self.kind = kind
+
+
+def _strict(kind: type, accept: tuple[type, ...]):
+    name = kind.__name__
+
+    def structure(value: Any, _: type) -> Any:
+        if isinstance(value, bool) and kind is not bool:
+            raise TypeError(f"expected {name}, got boolean")
+        if isinstance(value, accept):
+            return value
+        if kind is int and isinstance(value, float) and value.is_integer():
+            return int(value)  # JavaScript peers may send 3.0 for 3
+        raise TypeError(f"expected {name}, got {_json_type(value)}")
+
+    return structure
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
+        type(value), "number"
+    )
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = make_converter(forbid_extra_keys=False)
+    converter.register_structure_hook(bool, _strict(bool, (bool,)))
+    converter.register_structure_hook(int, _strict(int, (int,)))
+    converter.register_structure_hook(float, _strict(float, (int, float)))
+    converter.register_structure_hook(str, _strict(str, (str,)))
+
+    def structure_object(value: Any, _: type) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected object, got {_json_type(value)}")
+        return value
+
+    converter.register_structure_hook_func(lambda t: t == dict[str, Any], structure_object)
+
+    flags = JobAssign.OMIT_WHEN_FALSE
+    unstructure_job_assign = converter.gen_unstructure_attrs_fromdict(JobAssign)
+
+    def job_assign_to_dict(message: JobAssign) -> dict[str, Any]:
+        data = unstructure_job_assign(message)
+        for flag in flags:
+            if not data[flag]:
+                del data[flag]
+        return data
+
+    converter.register_unstructure_hook(JobAssign, job_assign_to_dict)
+    return converter
+
+
+converter = _make_converter()
+
+
+def _first_problem(exc: cattrs.ClassValidationError) -> tuple[str, str | None]:
+    """The first leaf error of a cattrs exception tree as (message, dotted field path)."""
+
+    def describe(error: BaseException, _type: Any) -> str:
+        if isinstance(error, KeyError):
+            return "required field missing"
+        return str(error) or type(error).__name__
+
+    problems = cattrs.transform_error(exc, path="$", format_exception=describe)
+    text = problems[0] if problems else str(exc)
+    message, _, path = text.rpartition(" @ ")
+    if not message:
+        return text, None
+    field = path.removeprefix("$").removeprefix(".") or None
+    return message, field
+
+
+def decode(raw: str | bytes, table: Mapping[str, type]) -> Any:
+    """Parse one frame into the message class its ``type`` names in ``table``."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ProtocolError("frame is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("frame must be a JSON object")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("missing string field 'type'", field="type")
+    cls = table.get(kind)
+    if cls is None:
+        raise UnknownMessageType(kind)
+    try:
+        return converter.structure(data, cls)
+    except cattrs.ClassValidationError as exc:
+        message, field = _first_problem(exc)
+        where = f" at '{field}'" if field else ""
+        raise ProtocolError(f"invalid {kind}{where}: {message}", field=field) from None
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"invalid {kind}: {exc}") from None
+
+
+def to_dict(message: Any) -> dict[str, Any]:
+    return {"type": message.TYPE, **converter.unstructure(message)}
+
+
+def encode(message: Any) -> str:
+    """Serialise an outbound message class into a text frame."""
+    return orjson.dumps(to_dict(message)).decode()
+
+
+def encode_error(code: ErrorCode | str, message: str, details: dict[str, Any] | None = None) -> str:
+    return orjson.dumps(
+        {"type": "error", "code": str(code), "message": message, "details": details}
+    ).decode()
+
+
+def is_message(obj: Any) -> bool:
+    return attrs.has(type(obj)) and hasattr(type(obj), "TYPE")

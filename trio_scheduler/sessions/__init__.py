@@ -1,0 +1,1 @@
+"""Sessions: the session task, its pure audio segmenter and its ordered result queue."""

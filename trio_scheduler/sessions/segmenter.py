@@ -1,0 +1,161 @@
+"""Cutting a session's audio stream into utterances: pure and driven by the caller's clock.
+
+The session task feeds chunks and timer ticks in; finished :class:`Segment` objects come
+out. Nothing here awaits or reads a clock, so every rule is tested with plain numbers.
+
+Finalize reasons, highest precedence first (PROTOCOL §2.3):
+
+* ``MAX_LENGTH``   buffer above ``max_buffer_bytes``            padding 0
+* ``IS_FINAL``     chunk with ``is_final``                       padding ``padding_manual_ms``
+* ``MAX_DURATION`` accumulated audio ≥ ``max_duration_ms``       padding ``padding_auto_ms``
+* ``TIMEOUT``      no non-empty chunk for ``pause_ms``           padding ``padding_auto_ms``
+* ``SESSION_CLOSE`` what is buffered when the client closes      padding ``padding_auto_ms``
+
+A finalize of an empty buffer produces nothing and does not advance the index.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable
+
+import attrs
+
+from trio_scheduler.sessions.audio import opus_duration_ms
+
+
+class FinalizeReason(enum.StrEnum):
+    MAX_LENGTH = "MaxLength"
+    IS_FINAL = "IsFinal"
+    MAX_DURATION = "MaxDuration"
+    TIMEOUT = "Timeout"
+    SESSION_CLOSE = "SessionClose"
+
+
+@attrs.frozen
+class SegmenterSettings:
+    pause_ms: int = 3000
+    max_duration_ms: int = 10000
+    max_buffer_bytes: int = 512000
+    padding_auto_ms: int = 220
+    padding_manual_ms: int = 280
+
+    def padding_for(self, reason: FinalizeReason) -> int:
+        if reason is FinalizeReason.MAX_LENGTH:
+            return 0
+        if reason is FinalizeReason.IS_FINAL:
+            return self.padding_manual_ms
+        return self.padding_auto_ms
+
+
+@attrs.frozen
+class Segment:
+    utterance_index: int
+    audio: bytes
+    duration_ms: int
+    reason: FinalizeReason
+    padding_ms: int
+    turn_id: str
+    first_client_ts_ms: float | None
+    started_at: float  # clock time of the first chunk
+    finalized_at: float
+
+    @property
+    def is_manual_cut(self) -> bool:
+        return self.reason is FinalizeReason.IS_FINAL
+
+    @property
+    def is_timeout_triggered(self) -> bool:
+        return self.reason is FinalizeReason.TIMEOUT
+
+    @property
+    def is_max_duration_triggered(self) -> bool:
+        return self.reason is FinalizeReason.MAX_DURATION
+
+
+class Segmenter:
+    def __init__(self, settings: SegmenterSettings, new_turn_id: Callable[[], str]) -> None:
+        self._settings = settings
+        self._new_turn_id = new_turn_id
+        self._buffer = bytearray()
+        self._duration_ms = 0
+        self._next_index = 0
+        self._turn_id: str | None = None
+        self._first_client_ts_ms: float | None = None
+        self._started_at: float | None = None
+        self._last_audio_at: float | None = None
+
+    @property
+    def next_index(self) -> int:
+        return self._next_index
+
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._buffer)
+
+    @property
+    def buffered_ms(self) -> int:
+        return self._duration_ms
+
+    def add_chunk(
+        self, now: float, payload: bytes, is_final: bool, client_ts_ms: float | None = None
+    ) -> Segment | None:
+        """Append one chunk; returns the utterance it completed, if any."""
+        if payload:
+            if not self._buffer:
+                self._started_at = now
+                self._first_client_ts_ms = client_ts_ms
+            self._buffer += payload
+            self._duration_ms += opus_duration_ms(payload)
+            self._last_audio_at = now
+        if len(self._buffer) > self._settings.max_buffer_bytes:
+            return self._finalize(now, FinalizeReason.MAX_LENGTH)
+        if is_final:
+            return self._finalize(now, FinalizeReason.IS_FINAL)
+        if self._duration_ms >= self._settings.max_duration_ms:
+            return self._finalize(now, FinalizeReason.MAX_DURATION)
+        return None
+
+    def next_deadline(self) -> float:
+        """When :meth:`on_timer` has something to do; ``inf`` while the buffer is empty."""
+        if not self._buffer or self._last_audio_at is None:
+            return math.inf
+        return self._last_audio_at + self._settings.pause_ms / 1000
+
+    def on_timer(self, now: float) -> Segment | None:
+        if now >= self.next_deadline():
+            return self._finalize(now, FinalizeReason.TIMEOUT)
+        return None
+
+    def flush(self, now: float) -> Segment | None:
+        """Finalize whatever is buffered because the session is closing."""
+        return self._finalize(now, FinalizeReason.SESSION_CLOSE)
+
+    def _finalize(self, now: float, reason: FinalizeReason) -> Segment | None:
+        if not self._buffer:
+            return None
+        if self._turn_id is None:
+            self._turn_id = self._new_turn_id()
+        segment = Segment(
+            utterance_index=self._next_index,
+            audio=bytes(self._buffer),
+            duration_ms=self._duration_ms,
+            reason=reason,
+            padding_ms=self._settings.padding_for(reason),
+            turn_id=self._turn_id,
+            first_client_ts_ms=self._first_client_ts_ms,
+            started_at=self._started_at if self._started_at is not None else now,
+            finalized_at=now,
+        )
+        self._next_index += 1
+        self._buffer.clear()
+        self._duration_ms = 0
+        self._first_client_ts_ms = None
+        self._started_at = None
+        self._last_audio_at = None
+        # Consecutive MaxDuration cuts are one long utterance: they share a turn, and the
+        # cut that ends it (manual, timeout, …) carries the same turn_id.
+        if reason is not FinalizeReason.MAX_DURATION:
+            self._turn_id = None
+        return segment

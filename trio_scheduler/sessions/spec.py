@@ -1,0 +1,103 @@
+"""Validating ``session_init`` into the settings a session runs with (PROTOCOL §2.3.1)."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Any
+
+import attrs
+
+from trio_scheduler.management.node_state import Rejection
+from trio_scheduler.management.pools import (
+    AUTO,
+    is_language_tag,
+    normalize_language,
+    required_pairs,
+)
+from trio_scheduler.protocol.errors import ErrorCode
+from trio_scheduler.protocol.messages import Pipeline, SessionInit
+
+MODES = ("one_way", "two_way_auto")
+
+
+@attrs.frozen
+class SessionSpec:
+    session_id: str
+    trace_id: str
+    tenant_id: str | None
+    src_lang: str
+    tgt_lang: str
+    mode: str | None
+    lang_a: str | None
+    lang_b: str | None
+    auto_langs: list[str] | None
+    dialect: str | None
+    features: dict[str, Any]
+    enable_streaming_asr: bool | None
+    partial_update_interval_ms: int | None
+    pairs: frozenset[str]  # a node must serve all of them to take this session's jobs
+    pipeline: Pipeline = Pipeline()
+    pinned_node_id: str | None = None
+
+
+def new_session_id() -> str:
+    return "s-" + secrets.token_hex(4).upper()
+
+
+def _invalid(message: str, field: str) -> Rejection:
+    return Rejection(ErrorCode.INVALID_MESSAGE, message, {"field": field})
+
+
+def check_session_init(message: SessionInit, session_id: str) -> SessionSpec | Rejection:
+    """The session's settings, or why the init is refused (languages, mode, auto)."""
+    langs: dict[str, str | None] = {
+        "src_lang": message.src_lang,
+        "tgt_lang": message.tgt_lang,
+        "lang_a": message.lang_a,
+        "lang_b": message.lang_b,
+    }
+    for field, value in langs.items():
+        if value is None:
+            continue
+        normal = normalize_language(value)
+        if normal != AUTO and not is_language_tag(normal):
+            return _invalid(f"{field} {value!r} is not a language tag", field)
+        langs[field] = normal
+    auto_langs = None
+    if message.auto_langs is not None:
+        auto_langs = [normalize_language(lang) for lang in message.auto_langs]
+        for lang in auto_langs:
+            if not is_language_tag(lang):
+                return _invalid(f"auto_langs entry {lang!r} is not a language tag", "auto_langs")
+    mode = message.mode
+    if mode is not None and mode not in MODES:
+        return _invalid(f"mode must be one of {', '.join(MODES)}", "mode")
+    if langs["tgt_lang"] == AUTO:
+        return _invalid("tgt_lang cannot be 'auto'", "tgt_lang")
+    if mode == "two_way_auto":
+        if not langs["lang_a"] or not langs["lang_b"]:
+            return _invalid("two_way_auto needs lang_a and lang_b", "lang_a")
+        if AUTO in (langs["lang_a"], langs["lang_b"]) or langs["lang_a"] == langs["lang_b"]:
+            return _invalid("lang_a and lang_b must be two different languages", "lang_b")
+    elif langs["src_lang"] == AUTO and not auto_langs:
+        return _invalid("src_lang 'auto' in one-way mode needs auto_langs", "auto_langs")
+    pairs = required_pairs(
+        mode, langs["src_lang"], langs["tgt_lang"], langs["lang_a"], langs["lang_b"], auto_langs
+    )
+    return SessionSpec(
+        session_id=session_id,
+        trace_id=message.trace_id or str(uuid.uuid4()),
+        tenant_id=message.tenant_id,
+        src_lang=langs["src_lang"],
+        tgt_lang=langs["tgt_lang"],
+        mode=mode,
+        lang_a=langs["lang_a"],
+        lang_b=langs["lang_b"],
+        auto_langs=auto_langs,
+        dialect=message.dialect,
+        features=message.features or {},
+        enable_streaming_asr=message.enable_streaming_asr,
+        partial_update_interval_ms=message.partial_update_interval_ms,
+        pairs=pairs,
+    )

@@ -1,0 +1,40 @@
+"""The shared store: one :class:`Store` interface, an embedded and a Redis backend.
+
+:func:`open_store` is the one place that picks the backend from configuration: no Redis URL
+means the embedded :class:`MemoryStore` (one instance, no dependency), a URL means
+:class:`~trio_scheduler.store.redis.RedisStore` with its bridge task running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from trio_scheduler.store.base import Reservation, Store, StoreUnavailable, reservation_member
+from trio_scheduler.store.memory import MemoryStore
+
+__all__ = [
+    "MemoryStore",
+    "Reservation",
+    "Store",
+    "StoreUnavailable",
+    "open_store",
+    "reservation_member",
+]
+
+
+@asynccontextmanager
+async def open_store(redis_url: str | None, *, key_prefix: str = "ts:") -> AsyncIterator[Store]:
+    """Yield the configured store for the block's duration.
+
+    ``redis_url=None`` gives a fresh :class:`MemoryStore` (``key_prefix`` does not apply);
+    otherwise the store of :func:`~trio_scheduler.store.redis.open_redis_store`.
+    """
+    if redis_url is None:
+        yield MemoryStore()
+        return
+    # Imported here so the embedded default never imports redis-py.
+    from trio_scheduler.store.redis import open_redis_store
+
+    async with open_redis_store(redis_url, key_prefix=key_prefix) as store:
+        yield store
