@@ -37,3 +37,57 @@ def redis_url(redis_server_url: str) -> Iterator[str]:
     with redis.Redis.from_url(redis_server_url) as client:
         client.flushall()
     yield redis_server_url
+
+
+# -- a whole scheduler on a free port -------------------------------------------------
+
+import attrs  # noqa: E402
+import pytest  # noqa: E402
+import trio  # noqa: E402
+
+from trio_scheduler.config import Config, with_overrides  # noqa: E402
+from trio_scheduler.server import Scheduler, serve  # noqa: E402
+
+
+@attrs.frozen
+class RunningServer:
+    scheduler: Scheduler
+    host: str = "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return self.scheduler.port
+
+    @property
+    def session_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/ws/session"
+
+    @property
+    def node_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/ws/node"
+
+
+def test_config(**sections) -> Config:
+    base = with_overrides(Config(), server={"host": "127.0.0.1", "port": 0})
+    return with_overrides(base, **sections) if sections else base
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_kind(request):
+    return request.param
+
+
+@pytest.fixture
+def start_server(nursery, store_kind, request):
+    """``await start_server(**config_sections)`` runs a scheduler in the test's nursery,
+    on the embedded store or on the test redis-server (per ``store_kind``)."""
+
+    async def start(**sections) -> RunningServer:
+        if store_kind == "redis":
+            url = request.getfixturevalue("redis_url")
+            store = dict(sections.pop("store", {}), redis_url=url)
+            sections["store"] = store
+        scheduler = await nursery.start(serve, test_config(**sections))
+        return RunningServer(scheduler)
+
+    return start

@@ -58,6 +58,7 @@ class NodesConfig:
     default_max_concurrent_jobs: int = attrs.field(default=4, validator=_positive)
     require_gpu: bool = True
     resource_threshold_percent: float = attrs.field(default=95.0, validator=_positive)
+    required_services: list[str] = attrs.Factory(lambda: ["asr", "nmt", "tts"])
     outbound_queue_size: int = attrs.field(default=256, validator=_positive)
 
 

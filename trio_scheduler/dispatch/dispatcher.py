@@ -122,7 +122,7 @@ class Dispatcher:
         self._reservation_ttl_ms = job_timeout_ms + reservation_margin_ms
         self._max_waiting = max_waiting_per_pool
         self._rng = rng or random.Random()
-        self._clock_ms = clock_ms
+        self.clock_ms = clock_ms
         self.counters = counters or Counters()
         self._in_flight: collections.Counter[str] = collections.Counter()  # node -> our slots
         self._routes: dict[str, JobRoute] = {}
@@ -138,8 +138,8 @@ class Dispatcher:
     def load(self, node: NodeView) -> float:
         return self._in_flight[node.node_id] / node.max_concurrent_jobs
 
-    def serving_nodes(self, pairs: frozenset[str]) -> frozenset[str]:
-        return self._publisher.current.candidates(pairs)
+    def node(self, node_id: str) -> NodeView | None:
+        return self._publisher.current.nodes.get(node_id)
 
     async def dispatch(
         self,
@@ -169,7 +169,7 @@ class Dispatcher:
         )
         member = reservation_member(job_id, attempt_id)
         for node in ranked:
-            now_ms = self._clock_ms()
+            now_ms = self.clock_ms()
             reservation = await self._store.reserve(
                 node.node_id,
                 member,
@@ -229,7 +229,7 @@ class Dispatcher:
             self.counters.inc("node_frames_foreign")
             return False
         try:
-            route.inbox.send_nowait(NodeMessage(message, node_id, self._clock_ms()))
+            route.inbox.send_nowait(NodeMessage(message, node_id, self.clock_ms()))
         except trio.WouldBlock:
             # The session is not keeping up; its job timeout will report the outcome.
             self.counters.inc("session_inbox_full")

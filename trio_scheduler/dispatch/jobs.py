@@ -53,7 +53,8 @@ _TRANSITIONS: dict[JobEvent, tuple[frozenset[JobState], JobState]] = {
     JobEvent.DISPATCH: (frozenset({JobState.CREATED, JobState.WAITING}), JobState.DISPATCHED),
     JobEvent.ACK: (frozenset({JobState.DISPATCHED}), JobState.ACCEPTED),
     JobEvent.START: (frozenset({JobState.DISPATCHED, JobState.ACCEPTED}), JobState.RUNNING),
-    JobEvent.FINISH: (_IN_FLIGHT, JobState.FINISHED),
+    # A result may also come from an earlier attempt's node while a re-dispatch waits.
+    JobEvent.FINISH: (_IN_FLIGHT | {JobState.CREATED, JobState.WAITING}, JobState.FINISHED),
     JobEvent.FAIL: (_IN_FLIGHT | {JobState.CREATED, JobState.WAITING}, JobState.FAILED),
     JobEvent.CANCEL: (_IN_FLIGHT | {JobState.CREATED, JobState.WAITING}, JobState.CANCELLED),
     JobEvent.TIME_OUT: (_IN_FLIGHT | {JobState.WAITING}, JobState.TIMED_OUT),

@@ -24,7 +24,8 @@ class SnapshotPublisher:
     def __init__(self) -> None:
         self._current = Snapshot.empty()
         self._listeners: list[Listener] = []
-        self._changed = trio.Event()
+        self._changed = trio.Event()  # for the store mirror
+        self._published = trio.Event()  # for anyone waiting on a condition
 
     @property
     def current(self) -> Snapshot:
@@ -39,6 +40,14 @@ class SnapshotPublisher:
         for listener in self._listeners:
             listener(old, snapshot)
         self._changed.set()
+        self._published.set()
+        self._published = trio.Event()
+
+    async def wait_until(self, predicate: Callable[[Snapshot], bool]) -> Snapshot:
+        """Wait for a published snapshot that satisfies ``predicate`` (operators, tests)."""
+        while not predicate(self._current):
+            await self._published.wait()
+        return self._current
 
     async def mirror_to_store(
         self,

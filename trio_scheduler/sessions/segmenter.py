@@ -58,6 +58,7 @@ class Segment:
     padding_ms: int
     turn_id: str
     first_client_ts_ms: float | None
+    first_received_at_ms: int | None  # wall clock when its first chunk reached us
     started_at: float  # clock time of the first chunk
     finalized_at: float
 
@@ -83,6 +84,7 @@ class Segmenter:
         self._next_index = 0
         self._turn_id: str | None = None
         self._first_client_ts_ms: float | None = None
+        self._first_received_at_ms: int | None = None
         self._started_at: float | None = None
         self._last_audio_at: float | None = None
 
@@ -99,13 +101,19 @@ class Segmenter:
         return self._duration_ms
 
     def add_chunk(
-        self, now: float, payload: bytes, is_final: bool, client_ts_ms: float | None = None
+        self,
+        now: float,
+        payload: bytes,
+        is_final: bool,
+        client_ts_ms: float | None = None,
+        received_at_ms: int | None = None,
     ) -> Segment | None:
         """Append one chunk; returns the utterance it completed, if any."""
         if payload:
             if not self._buffer:
                 self._started_at = now
                 self._first_client_ts_ms = client_ts_ms
+                self._first_received_at_ms = received_at_ms
             self._buffer += payload
             self._duration_ms += opus_duration_ms(payload)
             self._last_audio_at = now
@@ -145,6 +153,7 @@ class Segmenter:
             padding_ms=self._settings.padding_for(reason),
             turn_id=self._turn_id,
             first_client_ts_ms=self._first_client_ts_ms,
+            first_received_at_ms=self._first_received_at_ms,
             started_at=self._started_at if self._started_at is not None else now,
             finalized_at=now,
         )
@@ -152,6 +161,7 @@ class Segmenter:
         self._buffer.clear()
         self._duration_ms = 0
         self._first_client_ts_ms = None
+        self._first_received_at_ms = None
         self._started_at = None
         self._last_audio_at = None
         # Consecutive MaxDuration cuts are one long utterance: they share a turn, and the

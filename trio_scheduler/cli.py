@@ -1,0 +1,81 @@
+"""Command line: ``trio-scheduler serve [--config PATH] [--host H] [--port P] …``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+import trio
+
+from trio_scheduler import __version__
+from trio_scheduler.config import Config, ConfigError, load_config, with_overrides
+from trio_scheduler.logs import configure_logging
+from trio_scheduler.server import serve
+
+log = structlog.get_logger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trio-scheduler", description="Dispatch server for real-time speech translation."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the scheduler until SIGINT/SIGTERM")
+    serve_cmd.add_argument("--config", type=Path, help="TOML config file (see config/scheduler.toml)")
+    serve_cmd.add_argument("--host", help="address to listen on (overrides [server] host)")
+    serve_cmd.add_argument("--port", type=int, help="port to listen on (overrides [server] port)")
+    serve_cmd.add_argument(
+        "--redis-url",
+        help="shared Redis store, e.g. redis://127.0.0.1:6379/0 (default: embedded store)",
+    )
+    serve_cmd.add_argument(
+        "--log-format", choices=("console", "json"), help="overrides [logging] format"
+    )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    server = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    overrides: dict[str, dict] = {}
+    if server:
+        overrides["server"] = server
+    if args.redis_url is not None:
+        overrides["store"] = {"redis_url": args.redis_url}
+    if args.log_format is not None:
+        overrides["logging"] = {"format": args.log_format}
+    try:
+        return with_overrides(config, **overrides)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+async def run_until_signalled(config: Config) -> None:
+    """Serve until SIGINT or SIGTERM, then stop gracefully."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve, config)
+            async for signum in signals:
+                log.info("stopping", signal=signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"trio-scheduler: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.logging.format, config.logging.level)
+    try:
+        trio.run(run_until_signalled, config)
+    except OSError as exc:
+        log.error("cannot start", error=str(exc))
+        return 1
+    return 0

@@ -1,0 +1,1 @@
+"""Plain HTTP on the WebSocket port: routing of upgrades, health and readiness."""

@@ -1,0 +1,203 @@
+"""One TCP port for WebSocket upgrades and plain HTTP.
+
+trio-websocket answers any request that is not an upgrade with 400, so the front door
+reads the request head itself (with h11), answers plain HTTP requests directly, and hands
+upgrades to trio-websocket by replaying the bytes it already read. Routing happens before
+the handshake, so a wrong path or a refused peer gets an HTTP status, never a half-open
+WebSocket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from http import HTTPStatus
+
+import attrs
+import h11
+import orjson
+import trio
+import trio_websocket
+
+
+@attrs.frozen
+class Request:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]  # lower-case names; the last value wins
+
+    @property
+    def is_websocket(self) -> bool:
+        return "websocket" in self.headers.get("upgrade", "").lower()
+
+
+@attrs.frozen
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+
+    @classmethod
+    def json(cls, status: int, data: object) -> Response:
+        return cls(status, orjson.dumps(data))
+
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+
+WebSocketHandler = Callable[[trio_websocket.WebSocketConnection, Request], Awaitable[None]]
+HttpHandler = Callable[[Request], Awaitable[Response]]
+
+
+class ReplayStream(trio.abc.Stream):
+    """A stream that first returns bytes already read from ``stream``."""
+
+    def __init__(self, prefix: bytes, stream: trio.abc.Stream) -> None:
+        self._prefix = prefix
+        self.transport_stream = stream
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._prefix:
+            if max_bytes is None or max_bytes >= len(self._prefix):
+                data, self._prefix = self._prefix, b""
+            else:
+                data, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
+            await trio.lowlevel.checkpoint()
+            return data
+        return await self.transport_stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.transport_stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.transport_stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.transport_stream.aclose()
+
+
+class RequestHeadTooLarge(Exception):
+    pass
+
+
+async def read_request_head(
+    stream: trio.abc.Stream, max_bytes: int
+) -> tuple[Request | None, bytes]:
+    """Parse one request head; returns it (None if the peer left) and every byte read."""
+    connection = h11.Connection(h11.SERVER, max_incomplete_event_size=max_bytes)
+    raw = bytearray()
+    while True:
+        event = connection.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(4096)
+            if not data:
+                return None, bytes(raw)
+            raw += data
+            if len(raw) > max_bytes * 2:
+                raise RequestHeadTooLarge()
+            connection.receive_data(data)
+            continue
+        if isinstance(event, h11.Request):
+            target = event.target.decode("latin-1")
+            path, _, query = target.partition("?")
+            headers = {
+                name.decode("latin-1").lower(): value.decode("latin-1")
+                for name, value in event.headers
+            }
+            return Request(event.method.decode("latin-1"), path, query, headers), bytes(raw)
+        return None, bytes(raw)
+
+
+async def send_response(stream: trio.abc.Stream, response: Response) -> None:
+    connection = h11.Connection(h11.SERVER)
+    # h11 must see a request before it will write a response.
+    connection.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    connection.next_event()
+    headers = [
+        ("content-type", response.content_type),
+        ("content-length", str(len(response.body))),
+        ("connection", "close"),
+    ]
+    reason = HTTPStatus(response.status).phrase.encode()
+    data = connection.send(
+        h11.Response(status_code=response.status, headers=headers, reason=reason)
+    )
+    data += connection.send(h11.Data(data=response.body)) if response.body else b""
+    data += connection.send(h11.EndOfMessage())
+    await stream.send_all(data)
+
+
+@attrs.define
+class FrontDoor:
+    """Routes each TCP connection to a WebSocket handler or an HTTP handler by path."""
+
+    websocket_routes: dict[str, WebSocketHandler]
+    http_handler: HttpHandler
+    max_message_bytes: int
+    max_head_bytes: int
+    handshake_timeout_s: float
+    close_timeout_s: float
+    authorize: Callable[[Request], Response | None] = lambda request: None
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        try:
+            with trio.move_on_after(self.handshake_timeout_s) as scope:
+                request, raw = await read_request_head(stream, self.max_head_bytes)
+            if scope.cancelled_caught or request is None:
+                await stream.aclose()
+                return
+        except (h11.RemoteProtocolError, RequestHeadTooLarge):
+            await self._reply_and_close(stream, Response.json(400, {"error": "bad request"}))
+            return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        if not request.is_websocket:
+            try:
+                response = await self.http_handler(request)
+            except Exception:  # a failing endpoint must never take the server down
+                response = Response.json(500, {"error": "internal error"})
+            await self._reply_and_close(stream, response)
+            return
+        handler = self.websocket_routes.get(request.path)
+        if handler is None:
+            await self._reply_and_close(stream, Response.json(404, {"error": "no such socket"}))
+            return
+        refusal = self.authorize(request)
+        if refusal is not None:
+            await self._reply_and_close(stream, refusal)
+            return
+        await self._serve_websocket(ReplayStream(raw, stream), request, handler)
+
+    async def _serve_websocket(
+        self, stream: ReplayStream, request: Request, handler: WebSocketHandler
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            with trio.move_on_after(self.handshake_timeout_s) as scope:
+                ws_request = await trio_websocket.wrap_server_stream(
+                    nursery, stream, max_message_size=self.max_message_bytes
+                )
+                ws = await ws_request.accept()
+            if scope.cancelled_caught:
+                nursery.cancel_scope.cancel()
+                await stream.aclose()
+                return
+            code, reason = CLOSE_NORMAL, None
+            try:
+                await handler(ws, request)
+            except trio.Cancelled:
+                code, reason = CLOSE_GOING_AWAY, "server shutting down"
+                raise
+            finally:
+                # Shielded: on shutdown the peer still gets its close frame (1001).
+                with trio.CancelScope(shield=True), trio.move_on_after(self.close_timeout_s):
+                    await ws.aclose(code, reason)
+                nursery.cancel_scope.cancel()
+
+    async def _reply_and_close(self, stream: trio.abc.Stream, response: Response) -> None:
+        try:
+            await send_response(stream, response)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await stream.aclose()

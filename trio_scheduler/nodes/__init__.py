@@ -1,0 +1,1 @@
+"""Node connections: one task per GPU node socket."""

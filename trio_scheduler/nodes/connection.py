@@ -1,0 +1,181 @@
+"""One task per ``/ws/node`` socket: registration, heartbeats, and job frames.
+
+The connection task parses frames and forwards them: registrations and heartbeats to the
+management owner, job frames to the session that owns the job (through the dispatcher's
+job directory). A writer task drains the node's outbound queue, so nothing that sends to
+a node ever waits for it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import attrs
+import structlog
+import trio
+import trio_websocket
+
+from trio_scheduler.config import Config
+from trio_scheduler.dispatch.dispatcher import Dispatcher
+from trio_scheduler.management.node_state import check_registration
+from trio_scheduler.management.owner import NodeManager
+from trio_scheduler.nodes.link import NodeLink
+from trio_scheduler.protocol import codec
+from trio_scheduler.protocol.codec import ProtocolError
+from trio_scheduler.protocol.errors import ErrorCode
+from trio_scheduler.protocol.messages import (
+    NODE_INBOUND,
+    AsrPartialFromNode,
+    JobAck,
+    JobResult,
+    JobStarted,
+    NodeError,
+    NodeHeartbeat,
+    NodeRegister,
+    NodeRegisterAck,
+)
+
+log = structlog.get_logger(__name__)
+
+
+def new_node_id() -> str:
+    return "node-" + secrets.token_hex(4).upper()
+
+
+@attrs.define
+class NodeServices:
+    config: Config
+    manager: NodeManager
+    dispatcher: Dispatcher
+
+
+@attrs.define
+class Registration:
+    node_id: str
+    epoch: int
+
+
+async def run_node_socket(ws: trio_websocket.WebSocketConnection, services: NodeServices):
+    """Serve one ``/ws/node`` socket until the node or the server closes it."""
+    link = NodeLink(services.config.nodes.outbound_queue_size)
+    connection = NodeConnection(ws, services, link)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_write_frames, ws, link)
+        nursery.start_soon(_close_when_asked, ws, link, nursery.cancel_scope)
+        try:
+            await connection.read_frames()
+        finally:
+            nursery.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await connection.cleanup()
+
+
+async def _write_frames(ws, link: NodeLink) -> None:
+    try:
+        async for frame in link.outbound:
+            await ws.send_message(frame)
+    except trio_websocket.ConnectionClosed:
+        pass
+
+
+async def _close_when_asked(ws, link: NodeLink, scope: trio.CancelScope) -> None:
+    await link.close_requested.wait()
+    with trio.move_on_after(1.0):
+        await ws.aclose(link.close_code or 1000, link.close_reason)
+    scope.cancel()
+
+
+class NodeConnection:
+    def __init__(self, ws, services: NodeServices, link: NodeLink) -> None:
+        self._ws = ws
+        self._services = services
+        self._link = link
+        self._registration: Registration | None = None
+
+    async def read_frames(self) -> None:
+        try:
+            while True:
+                raw = await self._ws.get_message()
+                await self._on_frame(raw)
+        except trio_websocket.ConnectionClosed:
+            pass
+
+    async def _on_frame(self, raw: str | bytes) -> None:
+        if isinstance(raw, bytes):
+            await self._send_error(ErrorCode.INVALID_MESSAGE, "binary frames are not supported")
+            return
+        try:
+            message = codec.decode(raw, NODE_INBOUND)
+        except ProtocolError as exc:
+            await self._send_error(exc.code, exc.message, exc.details)
+            return
+        if isinstance(message, NodeRegister):
+            await self._on_register(message)
+            return
+        registration = self._registration
+        if registration is None:
+            if not isinstance(message, NodeHeartbeat):
+                await self._send_error(
+                    ErrorCode.INVALID_MESSAGE, f"{message.TYPE} before node_register"
+                )
+            # The real agent heartbeats on a fresh socket before registering: ignore quietly.
+            return
+        if message.node_id != registration.node_id:
+            await self._send_error(
+                ErrorCode.INVALID_MESSAGE,
+                f"node_id {message.node_id!r} is not this socket's node "
+                f"{registration.node_id!r}",
+                {"field": "node_id"},
+            )
+            return
+        match message:
+            case NodeHeartbeat():
+                await self._services.manager.heartbeat(
+                    registration.node_id, registration.epoch, message
+                )
+            case JobAck() | JobStarted() | AsrPartialFromNode() | JobResult():
+                self._services.dispatcher.route_from_node(
+                    registration.node_id, message.job_id, message.session_id, message
+                )
+            case NodeError():
+                log.warning("node reported an error", node_id=registration.node_id,
+                            code=message.code, message=message.message)
+
+    async def _on_register(self, message: NodeRegister) -> None:
+        rejection = check_registration(message, require_gpu=self._services.config.nodes.require_gpu)
+        if rejection is not None:
+            await self._send_error(rejection.code, rejection.message, rejection.details)
+            return
+        previous = self._registration
+        node_id = message.node_id or (previous.node_id if previous else None) or new_node_id()
+        if previous is not None and previous.node_id != node_id:
+            await self._send_error(
+                ErrorCode.NODE_ID_CONFLICT,
+                f"this socket is registered as {previous.node_id}; open a new socket for "
+                f"{node_id}",
+                {"field": "node_id"},
+            )
+            return
+        epoch = await self._services.manager.register(node_id, message, self._link)
+        self._registration = Registration(node_id, epoch)
+        structlog.contextvars.bind_contextvars(node_id=node_id)
+        log.info("node registered", node_id=node_id, epoch=epoch)
+        await self._ws.send_message(
+            codec.encode(NodeRegisterAck(node_id=node_id, message="registered"))
+        )
+
+    async def _send_error(self, code: ErrorCode, message: str, details: Any = None) -> None:
+        await self._ws.send_message(codec.encode_error(code, message, details))
+
+    async def cleanup(self) -> None:
+        """The socket is gone: leave the pools, and fail over the node's jobs — unless a
+        newer socket took the node over, in which case nothing here is ours to touch."""
+        self._link.shut()
+        registration = self._registration
+        if registration is None:
+            return
+        removed = await self._services.manager.disconnect(registration.node_id, registration.epoch)
+        if removed:
+            log.info("node offline", node_id=registration.node_id)
+            self._services.dispatcher.node_lost(registration.node_id)

@@ -1,0 +1,123 @@
+"""The nursery tree: ``serve(config)`` runs the whole scheduler until cancelled.
+
+    serve
+    ├── store (memory, or the Redis bridge task)
+    ├── management owner (+ heartbeat sweeper)
+    ├── snapshot mirror to the store
+    └── listener → one task per connection (session task / node task / HTTP reply)
+
+Cancelling ``serve`` is the graceful stop: listeners stop accepting, every WebSocket is
+closed with 1001 (shielded, bounded by ``shutdown_grace_s``), sessions release their
+reservations, then the store closes.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import attrs
+import structlog
+import trio
+import trio_websocket
+
+from trio_scheduler.config import Config
+from trio_scheduler.dispatch.dispatcher import Dispatcher
+from trio_scheduler.http.front_door import FrontDoor, Request, Response
+from trio_scheduler.management.node_state import HealthRules
+from trio_scheduler.management.owner import NodeManager
+from trio_scheduler.management.publisher import SnapshotPublisher
+from trio_scheduler.nodes.connection import NodeServices, run_node_socket
+from trio_scheduler.sessions.session import SessionServices, run_session_socket
+from trio_scheduler.store import open_store
+from trio_scheduler.store.base import Store
+
+log = structlog.get_logger(__name__)
+
+
+@attrs.define
+class Scheduler:
+    """The running server's parts, handed to ``task_status.started`` for tests and tools."""
+
+    config: Config
+    port: int
+    store: Store
+    publisher: SnapshotPublisher
+    manager: NodeManager
+    dispatcher: Dispatcher
+    sessions: SessionServices
+    accepting: bool = True
+
+    async def http(self, request: Request) -> Response:
+        if request.method != "GET":
+            return Response.json(405, {"error": "method not allowed"})
+        if request.path == "/health":
+            return Response.json(200, {"status": "ok"})
+        if request.path == "/ready":
+            if not self.accepting:
+                return Response.json(503, {"status": "not ready", "reason": "shutting down"})
+            if not await self.store.ping():
+                return Response.json(503, {"status": "not ready", "reason": "store unreachable"})
+            return Response.json(200, {"status": "ready"})
+        return Response.json(404, {"error": "not found"})
+
+
+async def serve(
+    config: Config, *, task_status: trio.TaskStatus[Scheduler] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the scheduler; reports the running :class:`Scheduler` (with its bound port)."""
+    instance_id = "inst-" + secrets.token_hex(4)
+    async with open_store(config.store.redis_url, key_prefix=config.store.key_prefix) as store:
+        publisher = SnapshotPublisher()
+        nodes = config.nodes
+        manager = NodeManager(
+            publisher,
+            default_max_concurrent_jobs=nodes.default_max_concurrent_jobs,
+            heartbeat_interval_s=nodes.heartbeat_interval_s,
+            heartbeat_timeout_s=nodes.heartbeat_timeout_s,
+            health=HealthRules(
+                required_services=frozenset(nodes.required_services),
+                resource_threshold_percent=nodes.resource_threshold_percent,
+            ),
+        )
+        dispatcher = Dispatcher(
+            publisher,
+            store,
+            job_timeout_ms=config.jobs.timeout_ms,
+            reservation_margin_ms=config.jobs.reservation_margin_ms,
+            max_waiting_per_pool=config.jobs.max_waiting_per_pool,
+        )
+        session_services = SessionServices(config, dispatcher)
+        node_services = NodeServices(config, manager, dispatcher)
+
+        async def session_socket(ws: trio_websocket.WebSocketConnection, _: Request) -> None:
+            await run_session_socket(ws, session_services)
+
+        async def node_socket(ws: trio_websocket.WebSocketConnection, _: Request) -> None:
+            await run_node_socket(ws, node_services)
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(manager.run)
+            await nursery.start(publisher.mirror_to_store, store, instance_id)
+            listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
+            port = listeners[0].socket.getsockname()[1]
+            scheduler = Scheduler(
+                config, port, store, publisher, manager, dispatcher, session_services
+            )
+            front_door = FrontDoor(
+                websocket_routes={"/ws/session": session_socket, "/ws/node": node_socket},
+                http_handler=scheduler.http,
+                max_message_bytes=config.server.max_message_bytes,
+                max_head_bytes=config.server.max_request_head_bytes,
+                handshake_timeout_s=config.server.handshake_timeout_s,
+                close_timeout_s=config.server.shutdown_grace_s,
+            )
+            await nursery.start(trio.serve_listeners, front_door.handle, listeners)
+            log.info(
+                "scheduler listening",
+                host=config.server.host,
+                port=port,
+                store="redis" if config.store.redis_url else "memory",
+                instance=instance_id,
+            )
+            task_status.started(scheduler)
+            await trio.sleep_forever()

@@ -1,0 +1,649 @@
+"""One task per browser socket: it owns everything about its session.
+
+The audio buffer and its timers, the session's jobs, and its ordered result queue live in
+this task and nowhere else, so they need no lock: per-session serialisation comes from
+being one task. Everything reaches it through one inbox channel — client frames from the
+reader task, node frames routed by the dispatcher, capacity and node-loss notices — and
+timers are deadlines of the one ``receive`` call.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import math
+from typing import Any
+
+import attrs
+import structlog
+import trio
+import trio_websocket
+
+from trio_scheduler.config import Config
+from trio_scheduler.dispatch.dispatcher import (
+    AllFull,
+    CapacityFreed,
+    Dispatched,
+    Dispatcher,
+    NodeLost,
+    NodeMessage,
+    NoNode,
+)
+from trio_scheduler.dispatch.jobs import Job, JobEvent, JobState, new_job_id
+from trio_scheduler.management.node_state import Rejection
+from trio_scheduler.protocol import codec
+from trio_scheduler.protocol.codec import ProtocolError, UnknownMessageType
+from trio_scheduler.protocol.errors import CloseCode, ErrorCode, map_node_error_code
+from trio_scheduler.protocol.messages import (
+    ROOM_MESSAGE_TYPES,
+    SESSION_INBOUND,
+    AsrPartialFromNode,
+    AsrPartialToClient,
+    AudioChunk,
+    Backpressure,
+    ClientHeartbeat,
+    JobAck,
+    JobAssign,
+    JobCancel,
+    JobResult,
+    JobStarted,
+    ServerHeartbeat,
+    SessionClose,
+    SessionCloseAck,
+    SessionInit,
+    SessionInitAck,
+    TtsPlayEnded,
+    TtsStarted,
+    UiEvent,
+    Utterance,
+)
+from trio_scheduler.sessions.audio import decode_base64
+from trio_scheduler.sessions.ordering import Deliver, OrderedResults, Release
+from trio_scheduler.sessions.outcomes import Outcome, gap_frame, is_silence, outcome_frames
+from trio_scheduler.sessions.segmenter import Segment, Segmenter, SegmenterSettings
+from trio_scheduler.sessions.spec import SessionSpec, check_session_init, new_session_id
+from trio_scheduler.store.base import StoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+
+@attrs.frozen
+class ClientFrame:
+    raw: str | bytes
+    received_at_ms: int
+
+
+@attrs.frozen
+class ClientGone:
+    code: int | None
+
+
+@attrs.define
+class SessionServices:
+    """What every session task shares: read-only config and the dispatch service."""
+
+    config: Config
+    dispatcher: Dispatcher
+    sessions: dict[str, Any] = attrs.Factory(dict)  # live session ids -> their task
+    clock_ms: Any = None  # wall clock in ms; the dispatcher's by default
+
+    def __attrs_post_init__(self) -> None:
+        if self.clock_ms is None:
+            self.clock_ms = self.dispatcher.clock_ms
+
+
+async def run_session_socket(ws: trio_websocket.WebSocketConnection, services: SessionServices):
+    """Serve one ``/ws/session`` socket until the client or the server closes it."""
+    size = services.config.sessions.inbox_size
+    inbox_send, inbox_receive = trio.open_memory_channel[Any](size)
+    session = SessionTask(ws, services, inbox_send)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_read_client, ws, inbox_send.clone(), services.clock_ms)
+        try:
+            await session.run(inbox_receive)
+        finally:
+            nursery.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await session.cleanup()
+
+
+async def _read_client(ws, inbox: trio.MemorySendChannel, clock_ms) -> None:
+    async with inbox:
+        try:
+            while True:
+                raw = await ws.get_message()
+                await inbox.send(ClientFrame(raw, clock_ms()))
+        except trio_websocket.ConnectionClosed as exc:
+            await inbox.send(ClientGone(exc.reason.code if exc.reason else None))
+
+
+class SessionTask:
+    def __init__(
+        self,
+        ws: trio_websocket.WebSocketConnection,
+        services: SessionServices,
+        inbox: trio.MemorySendChannel,
+    ) -> None:
+        self._ws = ws
+        self._services = services
+        self._config = services.config
+        self._dispatcher = services.dispatcher
+        self._inbox = inbox
+        self._spec: SessionSpec | None = None
+        seg = self._config.segmentation
+        turns = itertools.count(1)
+        self._segmenter = Segmenter(
+            SegmenterSettings(
+                pause_ms=seg.pause_ms,
+                max_duration_ms=seg.max_duration_ms,
+                max_buffer_bytes=seg.max_buffer_bytes,
+                padding_auto_ms=seg.padding_auto_ms,
+                padding_manual_ms=seg.padding_manual_ms,
+            ),
+            new_turn_id=lambda: f"{self.session_id}-turn-{next(turns)}",
+        )
+        results = self._config.results
+        self._ordered: OrderedResults[Outcome] = OrderedResults(
+            results.gap_timeout_ms / 1000, results.max_pending
+        )
+        self._jobs: dict[str, Job] = {}  # job_id -> job
+        self._job_by_index: dict[int, str] = {}
+        self._sticky_node_id: str | None = None
+        self._busy_signalled = False
+        self._last_client_at = trio.current_time()
+        self._closing_deadline: float | None = None
+        self._finished = False
+        self.undecodable_payloads = 0
+
+    @property
+    def session_id(self) -> str:
+        return self._spec.session_id if self._spec else "-"
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def run(self, inbox: trio.MemoryReceiveChannel) -> None:
+        while not self._finished:
+            event = None
+            with trio.move_on_at(self._next_deadline()):
+                event = await inbox.receive()
+            now = trio.current_time()
+            if event is not None:
+                await self._handle(event, now)
+            await self._on_timers(trio.current_time())
+
+    def _next_deadline(self) -> float:
+        deadlines = [
+            self._last_client_at + self._config.sessions.idle_timeout_s,
+            self._segmenter.next_deadline(),
+            self._ordered.next_deadline(),
+        ]
+        deadlines.extend(j.deadline for j in self._jobs.values() if j.deadline is not None)
+        if self._closing_deadline is not None:
+            deadlines.append(self._closing_deadline)
+        return min(deadlines, default=math.inf)
+
+    async def _handle(self, event: Any, now: float) -> None:
+        match event:
+            case ClientFrame():
+                self._last_client_at = now
+                await self._on_client_frame(event)
+            case ClientGone():
+                self._finished = True
+            case NodeMessage():
+                await self._on_node_message(event, now)
+            case NodeLost():
+                await self._on_node_lost(event, now)
+            case CapacityFreed():
+                await self._on_capacity_freed(event, now)
+
+    async def _on_timers(self, now: float) -> None:
+        if now >= self._last_client_at + self._config.sessions.idle_timeout_s:
+            log.info("session idle; closing", session_id=self.session_id)
+            await self._ws.aclose(CloseCode.IDLE_TIMEOUT, "idle timeout")
+            self._finished = True
+            return
+        segment = self._segmenter.on_timer(now)
+        if segment is not None:
+            await self._start_job_for_segment(segment, now)
+        for job in [j for j in self._jobs.values() if j.deadline is not None and now >= j.deadline]:
+            await self._on_job_deadline(job, now)
+        await self._release(self._ordered.on_timer(now))
+        if self._closing_deadline is not None:
+            await self._maybe_finish_close(now)
+
+    # -- client frames -----------------------------------------------------------------
+
+    async def _on_client_frame(self, frame: ClientFrame) -> None:
+        if isinstance(frame.raw, bytes):
+            await self._send_error(ErrorCode.INVALID_MESSAGE, "binary frames are not supported")
+            return
+        try:
+            message = codec.decode(frame.raw, SESSION_INBOUND)
+        except UnknownMessageType as exc:
+            if exc.kind in ROOM_MESSAGE_TYPES:
+                await self._send_error(
+                    ErrorCode.UNSUPPORTED_FEATURE, f"{exc.kind}: rooms are not supported yet"
+                )
+            else:
+                await self._send_error(exc.code, exc.message, exc.details)
+            return
+        except ProtocolError as exc:
+            await self._send_error(exc.code, exc.message, exc.details)
+            return
+        if isinstance(message, SessionInit):
+            await self._on_session_init(message, frame)
+            return
+        if self._spec is None:
+            await self._send_error(
+                ErrorCode.INVALID_SESSION, "no session on this socket: send session_init first"
+            )
+            return
+        if message.session_id != self._spec.session_id:
+            await self._send_error(
+                ErrorCode.INVALID_SESSION,
+                f"session_id {message.session_id!r} does not belong to this socket",
+                {"field": "session_id"},
+            )
+            return
+        if self._closing_deadline is not None:
+            await self._send_error(ErrorCode.SESSION_CLOSED, "the session is closing")
+            return
+        now = trio.current_time()
+        match message:
+            case AudioChunk():
+                await self._on_audio_chunk(message, frame, now)
+            case Utterance():
+                await self._on_utterance(message, frame, now)
+            case ClientHeartbeat():
+                await self._send(ServerHeartbeat(self._spec.session_id, self._services.clock_ms()))
+            case SessionClose():
+                await self._on_session_close(now)
+            case TtsStarted() | TtsPlayEnded():
+                pass  # playback bookkeeping: accepted, not used for segmentation yet
+
+    async def _on_session_init(self, message: SessionInit, frame: ClientFrame) -> None:
+        if self._spec is not None:
+            await self._send_error(
+                ErrorCode.INVALID_MESSAGE,
+                f"this socket already has session {self._spec.session_id}",
+            )
+            return
+        if message.pairing_code:
+            # No pairing is live on this server, so no code can match.
+            await self._send_error(
+                ErrorCode.INVALID_PAIRING_CODE, "pairing code is unknown or has expired"
+            )
+            return
+        sessions = self._services.sessions
+        session_id = new_session_id()
+        while session_id in sessions:
+            session_id = new_session_id()
+        checked = check_session_init(message, session_id)
+        if isinstance(checked, Rejection):
+            await self._send_error(checked.code, checked.message, checked.details)
+            return
+        self._spec = checked
+        sessions[session_id] = self
+        log.info("session started", session_id=session_id, pairs=sorted(checked.pairs))
+        await self._send(
+            SessionInitAck(
+                session_id=session_id,
+                message="session created",
+                trace_id=checked.trace_id,
+                assigned_node_id=checked.pinned_node_id,
+            )
+        )
+
+    async def _on_audio_chunk(self, message: AudioChunk, frame: ClientFrame, now: float) -> None:
+        payload = decode_base64(message.payload)
+        if payload is None:
+            self.undecodable_payloads += 1
+            payload = b""
+        segment = self._segmenter.add_chunk(
+            now, payload, message.is_final, message.client_timestamp_ms, frame.received_at_ms
+        )
+        if segment is not None:
+            await self._start_job_for_segment(segment, now)
+
+    async def _on_utterance(self, message: Utterance, frame: ClientFrame, now: float) -> None:
+        if message.utterance_index in self._job_by_index:
+            return  # idempotent: the job exists and was already sent
+        audio = decode_base64(message.audio)
+        if audio is None:
+            await self._send_error(
+                ErrorCode.INVALID_MESSAGE, "audio is not valid base64", {"field": "audio"}
+            )
+            return
+        spec = self._spec
+        assert spec is not None
+        job = self._new_job(
+            index=message.utterance_index,
+            audio=audio,
+            audio_format=message.audio_format,
+            sample_rate=message.sample_rate,
+            padding_ms=None,
+            turn_id=None,
+            flags={"is_manual_cut": message.manual_cut},
+            now=now,
+            received_at_ms=frame.received_at_ms,
+            first_client_ts_ms=None,
+        )
+        await self._dispatch(job, now)
+
+    async def _on_session_close(self, now: float) -> None:
+        segment = self._segmenter.flush(now)
+        if segment is not None:
+            await self._start_job_for_segment(segment, now)
+        self._closing_deadline = now + self._config.sessions.close_drain_ms / 1000
+        await self._maybe_finish_close(now)
+
+    async def _maybe_finish_close(self, now: float) -> None:
+        assert self._closing_deadline is not None
+        unfinished = any(not j.state.terminal for j in self._jobs.values())
+        if unfinished and now < self._closing_deadline:
+            return
+        if self._ordered.pending_count:
+            await self._release(self._ordered.on_timer(math.inf))
+        assert self._spec is not None
+        await self._send(SessionCloseAck(self._spec.session_id))
+        await self._ws.aclose(CloseCode.NORMAL, "session closed")
+        self._finished = True
+
+    # -- jobs --------------------------------------------------------------------------
+
+    async def _start_job_for_segment(self, segment: Segment, now: float) -> None:
+        job = self._new_job(
+            index=segment.utterance_index,
+            audio=segment.audio,
+            audio_format="opus",
+            sample_rate=16000,
+            padding_ms=segment.padding_ms,
+            turn_id=segment.turn_id,
+            flags={
+                "is_manual_cut": segment.is_manual_cut,
+                "is_timeout_triggered": segment.is_timeout_triggered,
+                "is_max_duration_triggered": segment.is_max_duration_triggered,
+            },
+            now=now,
+            received_at_ms=segment.first_received_at_ms or self._services.clock_ms(),
+            first_client_ts_ms=segment.first_client_ts_ms,
+        )
+        await self._dispatch(job, now)
+
+    def _new_job(
+        self,
+        *,
+        index: int,
+        audio: bytes,
+        audio_format: str,
+        sample_rate: int,
+        padding_ms: int | None,
+        turn_id: str | None,
+        flags: dict[str, bool],
+        now: float,
+        received_at_ms: int,
+        first_client_ts_ms: float | None,
+    ) -> Job:
+        spec = self._spec
+        assert spec is not None
+        job_id = new_job_id()
+        assign = JobAssign(
+            job_id=job_id,
+            attempt_id=1,
+            session_id=spec.session_id,
+            utterance_index=index,
+            src_lang=spec.src_lang,
+            tgt_lang=spec.tgt_lang,
+            dialect=spec.dialect,
+            features=spec.features,
+            pipeline=spec.pipeline,
+            audio=base64.b64encode(audio).decode("ascii"),
+            audio_format=audio_format,
+            sample_rate=sample_rate,
+            trace_id=spec.trace_id,
+            mode=spec.mode,
+            lang_a=spec.lang_a,
+            lang_b=spec.lang_b,
+            auto_langs=spec.auto_langs,
+            enable_streaming_asr=spec.enable_streaming_asr,
+            partial_update_interval_ms=spec.partial_update_interval_ms,
+            padding_ms=padding_ms,
+            turn_id=turn_id,
+            **flags,
+        )
+        job = Job(
+            job_id=job_id,
+            utterance_index=index,
+            assign=assign,
+            attempt_id=1,
+            created_at=now,
+            received_at_ms=received_at_ms,
+            first_client_ts_ms=first_client_ts_ms,
+        )
+        self._jobs[job_id] = job
+        self._job_by_index[index] = job_id
+        return job
+
+    async def _dispatch(self, job: Job, now: float) -> None:
+        """One dispatch try; on failure the job waits for capacity or ends with an outcome."""
+        spec = self._spec
+        assert spec is not None
+        frame = codec.encode(attrs.evolve(job.assign, attempt_id=job.attempt_id))
+        try:
+            outcome = await self._dispatcher.dispatch(
+                job_id=job.job_id,
+                attempt_id=job.attempt_id,
+                frame=frame,
+                pairs=spec.pairs,
+                session_id=spec.session_id,
+                inbox=self._inbox,
+                sticky_node_id=self._sticky_node_id,
+                exclude=frozenset(job.lost_nodes),
+                pinned_node_id=spec.pinned_node_id,
+            )
+        except StoreUnavailable:
+            await self._fail(job, ErrorCode.SCHEDULER_DEPENDENCY_DOWN, "store unreachable", now)
+            return
+        match outcome:
+            case Dispatched(node_id=node_id):
+                self._dispatcher.stop_waiting(job.job_id)
+                job.apply(JobEvent.DISPATCH)
+                job.node_id = node_id
+                job.nodes_tried.add(node_id)
+                job.dispatched_at = now
+                job.dispatched_at_ms = self._services.clock_ms()
+                job.deadline = now + self._config.jobs.timeout_ms / 1000
+                self._sticky_node_id = node_id
+                if not any(j.state is JobState.WAITING for j in self._jobs.values()):
+                    self._busy_signalled = False
+                await self._send(
+                    UiEvent(spec.trace_id, spec.session_id, job.job_id, job.utterance_index,
+                            "DISPATCHED")
+                )
+            case NoNode():
+                self._dispatcher.stop_waiting(job.job_id)
+                if job.lost_nodes or spec.pinned_node_id is not None:
+                    await self._fail(
+                        job, ErrorCode.NODE_UNAVAILABLE, "no other node can take the job", now
+                    )
+                else:
+                    await self._send_error(
+                        ErrorCode.NO_AVAILABLE_NODE,
+                        f"no node serves {', '.join(sorted(spec.pairs))} right now",
+                    )
+                    await self._fail(job, None, None, now)
+            case AllFull():
+                if job.state is JobState.WAITING:
+                    self._dispatcher.keep_waiting(job.job_id)
+                    return
+                if not self._dispatcher.wait_for_capacity(job.job_id, spec.pairs, self._inbox):
+                    await self._fail(
+                        job, ErrorCode.NODE_OVERLOADED, "all nodes busy, queue full", now
+                    )
+                    return
+                job.apply(JobEvent.WAIT)
+                job.deadline = now + self._config.jobs.pending_timeout_ms / 1000
+                if not self._busy_signalled:
+                    self._busy_signalled = True
+                    await self._send(Backpressure("BUSY"))
+
+    async def _on_capacity_freed(self, event: CapacityFreed, now: float) -> None:
+        job = self._jobs.get(event.job_id)
+        if job is not None and job.state is JobState.WAITING:
+            await self._dispatch(job, now)
+
+    async def _on_job_deadline(self, job: Job, now: float) -> None:
+        if job.state is JobState.WAITING:
+            self._dispatcher.stop_waiting(job.job_id)
+            await self._fail(job, ErrorCode.NODE_OVERLOADED, "all nodes busy", now)
+        elif job.reservation_held:
+            self._cancel_on_node(job, "timeout")
+            await self._release_slot(job)
+            job.apply(JobEvent.TIME_OUT)
+            await self._finish(job, Outcome(job.utterance_index, job.job_id, "timeout",
+                                            error_code=ErrorCode.JOB_TIMEOUT,
+                                            hint="no result in time"), now)
+
+    async def _on_node_lost(self, event: NodeLost, now: float) -> None:
+        job = self._jobs.get(event.job_id)
+        if job is None or not job.reservation_held or job.node_id != event.node_id:
+            return
+        job.lost_nodes.add(event.node_id)
+        await self._release_slot(job)
+        job.apply(JobEvent.NODE_LOST)
+        job.deadline = None
+        if job.attempt_id >= self._config.jobs.max_attempts:
+            await self._fail(job, ErrorCode.NODE_UNAVAILABLE, "node lost, attempts exhausted", now)
+            return
+        job.attempt_id += 1
+        log.info("re-dispatching job after node loss", job_id=job.job_id,
+                 attempt_id=job.attempt_id, lost=event.node_id)
+        await self._dispatch(job, now)
+
+    async def _on_node_message(self, event: NodeMessage, now: float) -> None:
+        message = event.message
+        job = self._jobs.get(message.job_id)
+        if job is None or job.state.terminal:
+            self._dispatcher.counters.inc("node_frames_after_end")
+            return
+        spec = self._spec
+        assert spec is not None
+        match message:
+            case JobAck():
+                if job.node_id == event.node_id and job.apply(JobEvent.ACK):
+                    await self._send(UiEvent(spec.trace_id, spec.session_id, job.job_id,
+                                             job.utterance_index, "NODE_ACCEPTED"))
+            case JobStarted():
+                job.apply(JobEvent.START)
+            case AsrPartialFromNode():
+                job.apply(JobEvent.START)
+                await self._send(UiEvent(spec.trace_id, spec.session_id, job.job_id,
+                                         job.utterance_index, "ASR_PARTIAL"))
+                await self._send(AsrPartialToClient(spec.session_id, job.utterance_index,
+                                                    job.job_id, message.text, message.is_final,
+                                                    spec.trace_id))
+            case JobResult():
+                await self._on_job_result(job, message, event, now)
+
+    async def _on_job_result(
+        self, job: Job, result: JobResult, event: NodeMessage, now: float
+    ) -> None:
+        if job.reservation_held:
+            await self._release_slot(job)
+        common = dict(
+            utterance_index=job.utterance_index,
+            job_id=job.job_id,
+            dispatched_at_ms=job.dispatched_at_ms,
+            audio_received_at_ms=job.received_at_ms,
+            first_client_ts_ms=job.first_client_ts_ms,
+        )
+        if not result.success:
+            job.apply(JobEvent.FAIL)
+            error = result.error
+            outcome = Outcome(
+                kind="failed",
+                error_code=map_node_error_code(error.code if error else None),
+                hint=error.message if error else "the node reported a failure",
+                **common,
+            )
+        elif is_silence(result):
+            job.apply(JobEvent.FINISH)
+            outcome = Outcome(kind="silence", **common)
+        else:
+            job.apply(JobEvent.FINISH)
+            outcome = Outcome(
+                kind="result", result=result, result_received_at_ms=event.received_at_ms, **common
+            )
+        await self._finish(job, outcome, now)
+
+    async def _fail(
+        self, job: Job, code: ErrorCode | None, hint: str | None, now: float
+    ) -> None:
+        job.apply(JobEvent.FAIL)
+        await self._finish(
+            job,
+            Outcome(job.utterance_index, job.job_id, "failed", error_code=code, hint=hint),
+            now,
+        )
+
+    async def _finish(self, job: Job, outcome: Outcome, now: float) -> None:
+        job.deadline = None
+        self._dispatcher.forget(job.job_id)
+        del self._jobs[job.job_id]
+        await self._release(self._ordered.put(job.utterance_index, outcome, now))
+
+    async def _release_slot(self, job: Job) -> None:
+        assert job.node_id is not None
+        try:
+            await self._dispatcher.release(job.job_id, job.attempt_id, job.node_id)
+        except StoreUnavailable:
+            log.warning("release failed; the reservation will expire", job_id=job.job_id)
+
+    def _cancel_on_node(self, job: Job, reason: str) -> None:
+        node = self._dispatcher.node(job.node_id) if job.node_id else None
+        if node is not None:
+            trace_id = self._spec.trace_id if self._spec else None
+            node.link.send(codec.encode(JobCancel(job.job_id, trace_id, reason)))
+
+    # -- output ------------------------------------------------------------------------
+
+    async def _release(self, released: list[Release]) -> None:
+        spec = self._spec
+        if spec is None:
+            return
+        for item in released:
+            sent_at_ms = self._services.clock_ms()
+            if isinstance(item, Deliver):
+                frames = outcome_frames(
+                    item.item, session_id=spec.session_id, trace_id=spec.trace_id,
+                    sent_at_ms=sent_at_ms,
+                )
+            else:
+                frames = [gap_frame(item.index, session_id=spec.session_id,
+                                    trace_id=spec.trace_id, sent_at_ms=sent_at_ms)]
+            for frame in frames:
+                await self._send(frame)
+
+    async def _send(self, message: Any) -> None:
+        await self._ws.send_message(codec.encode(message))
+
+    async def _send_error(
+        self, code: ErrorCode | str, message: str, details: dict | None = None
+    ) -> None:
+        await self._ws.send_message(codec.encode_error(code, message, details))
+
+    # -- the end -------------------------------------------------------------------------
+
+    async def cleanup(self) -> None:
+        """Stop everything of the session: cancel its jobs on the nodes, free their slots,
+        forget its routes and its id. Runs shielded after the socket is gone."""
+        for job in list(self._jobs.values()):
+            if job.reservation_held:
+                self._cancel_on_node(job, "session closed")
+                with trio.move_on_after(self._config.server.shutdown_grace_s):
+                    await self._release_slot(job)
+            job.apply(JobEvent.CANCEL)
+            self._dispatcher.forget(job.job_id)
+        self._jobs.clear()
+        if self._spec is not None:
+            self._services.sessions.pop(self._spec.session_id, None)
