@@ -15,6 +15,8 @@ from typing import Any
 import attrs
 import cattrs
 
+from trio_scheduler.strict import install_strict_hooks
+
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the offending key."""
@@ -118,21 +120,7 @@ class Config:
 def _strict_converter() -> cattrs.Converter:
     """A converter that refuses coercions: ``port = "80"`` is an error, not 80."""
     converter = cattrs.Converter(forbid_extra_keys=True)
-
-    def exact(kind: type, accept: tuple[type, ...]):
-        def structure(value: Any, _: type) -> Any:
-            if isinstance(value, bool) and kind is not bool:
-                raise TypeError(f"expected {kind.__name__}, got a boolean")
-            if not isinstance(value, accept):
-                raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
-            return kind(value)
-
-        return structure
-
-    converter.register_structure_hook(bool, exact(bool, (bool,)))
-    converter.register_structure_hook(int, exact(int, (int,)))
-    converter.register_structure_hook(float, exact(float, (int, float)))
-    converter.register_structure_hook(str, exact(str, (str,)))
+    install_strict_hooks(converter)
     return converter
 
 
@@ -142,6 +130,8 @@ _CONVERTER = _strict_converter()
 def _describe(exc: BaseException, expected: type | None) -> str:
     if isinstance(exc, KeyError):
         return "required key missing"
+    if isinstance(exc, ValueError) and len(exc.args) > 1:
+        return str(exc.args[0])  # attrs' in_() validator packs extra args
     return str(exc) or type(exc).__name__
 
 

@@ -36,37 +36,24 @@ log = structlog.get_logger(__name__)
 
 @attrs.define
 class Scheduler:
-    """The running server's parts, handed to ``task_status.started`` for tests and tools."""
+    """The scheduler's parts, wired together; independent of how sockets arrive.
+
+    ``serve`` puts it behind a TCP port; tests may also feed it in-memory sockets.
+    """
 
     config: Config
-    port: int
     store: Store
     publisher: SnapshotPublisher
     manager: NodeManager
     dispatcher: Dispatcher
     sessions: SessionServices
+    nodes: NodeServices
+    instance_id: str
+    port: int | None = None
     accepting: bool = True
 
-    async def http(self, request: Request) -> Response:
-        if request.method != "GET":
-            return Response.json(405, {"error": "method not allowed"})
-        if request.path == "/health":
-            return Response.json(200, {"status": "ok"})
-        if request.path == "/ready":
-            if not self.accepting:
-                return Response.json(503, {"status": "not ready", "reason": "shutting down"})
-            if not await self.store.ping():
-                return Response.json(503, {"status": "not ready", "reason": "store unreachable"})
-            return Response.json(200, {"status": "ready"})
-        return Response.json(404, {"error": "not found"})
-
-
-async def serve(
-    config: Config, *, task_status: trio.TaskStatus[Scheduler] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Run the scheduler; reports the running :class:`Scheduler` (with its bound port)."""
-    instance_id = "inst-" + secrets.token_hex(4)
-    async with open_store(config.store.redis_url, key_prefix=config.store.key_prefix) as store:
+    @classmethod
+    def build(cls, config: Config, store: Store, instance_id: str | None = None) -> Scheduler:
         publisher = SnapshotPublisher()
         nodes = config.nodes
         manager = NodeManager(
@@ -86,38 +73,90 @@ async def serve(
             reservation_margin_ms=config.jobs.reservation_margin_ms,
             max_waiting_per_pool=config.jobs.max_waiting_per_pool,
         )
-        session_services = SessionServices(config, dispatcher)
-        node_services = NodeServices(config, manager, dispatcher)
+        return cls(
+            config=config,
+            store=store,
+            publisher=publisher,
+            manager=manager,
+            dispatcher=dispatcher,
+            sessions=SessionServices(config, dispatcher),
+            nodes=NodeServices(config, manager, dispatcher),
+            instance_id=instance_id or "inst-" + secrets.token_hex(4),
+        )
 
-        async def session_socket(ws: trio_websocket.WebSocketConnection, _: Request) -> None:
-            await run_session_socket(ws, session_services)
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The background tasks: management owner and the store mirror."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.manager.run)
+            await nursery.start(self.publisher.mirror_to_store, self.store, self.instance_id)
+            task_status.started()
 
-        async def node_socket(ws: trio_websocket.WebSocketConnection, _: Request) -> None:
-            await run_node_socket(ws, node_services)
+    async def session_socket(self, ws: trio_websocket.WebSocketConnection, _: Request | None = None):
+        await run_session_socket(ws, self.sessions)
+
+    async def node_socket(self, ws: trio_websocket.WebSocketConnection, _: Request | None = None):
+        await run_node_socket(ws, self.nodes)
+
+    async def http(self, request: Request) -> Response:
+        if request.method != "GET":
+            return Response.json(405, {"error": "method not allowed"})
+        if request.path == "/health":
+            return Response.json(200, {"status": "ok"})
+        if request.path == "/ready":
+            if not self.accepting:
+                return Response.json(503, {"status": "not ready", "reason": "shutting down"})
+            if not await self.store.ping():
+                return Response.json(503, {"status": "not ready", "reason": "store unreachable"})
+            return Response.json(200, {"status": "ready"})
+        return Response.json(404, {"error": "not found"})
+
+
+async def serve(
+    config: Config, *, task_status: trio.TaskStatus[Scheduler] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the scheduler; reports the running :class:`Scheduler` (with its bound port)."""
+    async with open_store(config.store.redis_url, key_prefix=config.store.key_prefix) as store:
+        scheduler = Scheduler.build(config, store)
+        # The owner and the mirror must outlive the connections, whose cleanup still talks
+        # to them during a graceful stop: they run shielded and are cancelled last.
+        background = trio.CancelScope(shield=True)
+
+        async def run_background(*, task_status: trio.TaskStatus[None]) -> None:
+            with background:
+                await scheduler.run(task_status=task_status)
 
         async with trio.open_nursery() as nursery:
-            await nursery.start(manager.run)
-            await nursery.start(publisher.mirror_to_store, store, instance_id)
-            listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
-            port = listeners[0].socket.getsockname()[1]
-            scheduler = Scheduler(
-                config, port, store, publisher, manager, dispatcher, session_services
-            )
-            front_door = FrontDoor(
-                websocket_routes={"/ws/session": session_socket, "/ws/node": node_socket},
-                http_handler=scheduler.http,
-                max_message_bytes=config.server.max_message_bytes,
-                max_head_bytes=config.server.max_request_head_bytes,
-                handshake_timeout_s=config.server.handshake_timeout_s,
-                close_timeout_s=config.server.shutdown_grace_s,
-            )
-            await nursery.start(trio.serve_listeners, front_door.handle, listeners)
-            log.info(
-                "scheduler listening",
-                host=config.server.host,
-                port=port,
-                store="redis" if config.store.redis_url else "memory",
-                instance=instance_id,
-            )
-            task_status.started(scheduler)
-            await trio.sleep_forever()
+            await nursery.start(run_background)
+            try:
+                await _serve_connections(scheduler, task_status)
+            finally:
+                scheduler.accepting = False
+                background.cancel()
+
+
+async def _serve_connections(scheduler: Scheduler, task_status: trio.TaskStatus[Scheduler]):
+    config = scheduler.config
+    listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
+    scheduler.port = listeners[0].socket.getsockname()[1]
+    front_door = FrontDoor(
+        websocket_routes={
+            "/ws/session": scheduler.session_socket,
+            "/ws/node": scheduler.node_socket,
+        },
+        http_handler=scheduler.http,
+        max_message_bytes=config.server.max_message_bytes,
+        max_head_bytes=config.server.max_request_head_bytes,
+        handshake_timeout_s=config.server.handshake_timeout_s,
+        close_timeout_s=config.server.shutdown_grace_s,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, front_door.handle, listeners)
+        log.info(
+            "scheduler listening",
+            host=config.server.host,
+            port=scheduler.port,
+            store="redis" if config.store.redis_url else "memory",
+            instance=scheduler.instance_id,
+        )
+        task_status.started(scheduler)
+        await trio.sleep_forever()

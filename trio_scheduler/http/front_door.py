@@ -16,8 +16,11 @@ from http import HTTPStatus
 import attrs
 import h11
 import orjson
+import structlog
 import trio
 import trio_websocket
+
+log = structlog.get_logger(__name__)
 
 
 @attrs.frozen
@@ -141,6 +144,13 @@ class FrontDoor:
     authorize: Callable[[Request], Response | None] = lambda request: None
 
     async def handle(self, stream: trio.SocketStream) -> None:
+        """Serve one connection; whatever goes wrong stays inside this connection."""
+        try:
+            await self._handle(stream)
+        except Exception:
+            log.exception("connection handler failed")
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
         try:
             with trio.move_on_after(self.handshake_timeout_s) as scope:
                 request, raw = await read_request_head(stream, self.max_head_bytes)

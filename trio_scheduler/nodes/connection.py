@@ -67,7 +67,9 @@ async def run_node_socket(ws: trio_websocket.WebSocketConnection, services: Node
             await connection.read_frames()
         finally:
             nursery.cancel_scope.cancel()
-            with trio.CancelScope(shield=True):
+            # Shielded so cleanup also runs on shutdown, bounded so it cannot hang it.
+            with trio.CancelScope(shield=True) as scope:
+                scope.relative_deadline = services.config.server.shutdown_grace_s
                 await connection.cleanup()
 
 

@@ -17,6 +17,7 @@ from cattrs.preconf.orjson import make_converter
 
 from trio_scheduler.protocol.errors import ErrorCode
 from trio_scheduler.protocol.messages import JobAssign
+from trio_scheduler.strict import install_strict_hooks
 
 
 class ProtocolError(Exception):
@@ -47,42 +48,9 @@ class UnknownMessageType(ProtocolError):
         self.kind = kind
 
 
-def _strict(kind: type, accept: tuple[type, ...]):
-    name = kind.__name__
-
-    def structure(value: Any, _: type) -> Any:
-        if isinstance(value, bool) and kind is not bool:
-            raise TypeError(f"expected {name}, got boolean")
-        if isinstance(value, accept):
-            return value
-        if kind is int and isinstance(value, float) and value.is_integer():
-            return int(value)  # JavaScript peers may send 3.0 for 3
-        raise TypeError(f"expected {name}, got {_json_type(value)}")
-
-    return structure
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
-        type(value), "number"
-    )
-
-
 def _make_converter() -> cattrs.Converter:
     converter = make_converter(forbid_extra_keys=False)
-    converter.register_structure_hook(bool, _strict(bool, (bool,)))
-    converter.register_structure_hook(int, _strict(int, (int,)))
-    converter.register_structure_hook(float, _strict(float, (int, float)))
-    converter.register_structure_hook(str, _strict(str, (str,)))
-
-    def structure_object(value: Any, _: type) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise TypeError(f"expected object, got {_json_type(value)}")
-        return value
-
-    converter.register_structure_hook_func(lambda t: t == dict[str, Any], structure_object)
+    install_strict_hooks(converter, null_is_missing=True, integral_floats=True)
 
     flags = JobAssign.OMIT_WHEN_FALSE
     unstructure_job_assign = converter.gen_unstructure_attrs_fromdict(JobAssign)

@@ -126,8 +126,9 @@ class Segmenter:
         return None
 
     def next_deadline(self) -> float:
-        """When :meth:`on_timer` has something to do; ``inf`` while the buffer is empty."""
-        if not self._buffer or self._last_audio_at is None:
+        """When :meth:`on_timer` has something to do: a pause ends the buffered utterance,
+        or the open turn after a MaxDuration cut; ``inf`` when there is neither."""
+        if self._last_audio_at is None or (not self._buffer and self._turn_id is None):
             return math.inf
         return self._last_audio_at + self._settings.pause_ms / 1000
 
@@ -142,6 +143,10 @@ class Segmenter:
 
     def _finalize(self, now: float, reason: FinalizeReason) -> Segment | None:
         if not self._buffer:
+            # Nothing to cut, but a manual cut, pause or close still ends an open turn.
+            if reason is not FinalizeReason.MAX_DURATION:
+                self._turn_id = None
+                self._last_audio_at = None
             return None
         if self._turn_id is None:
             self._turn_id = self._new_turn_id()
@@ -163,9 +168,10 @@ class Segmenter:
         self._first_client_ts_ms = None
         self._first_received_at_ms = None
         self._started_at = None
-        self._last_audio_at = None
         # Consecutive MaxDuration cuts are one long utterance: they share a turn, and the
-        # cut that ends it (manual, timeout, …) carries the same turn_id.
+        # cut that ends it (manual, timeout, …) carries the same turn_id. After a
+        # MaxDuration cut the pause timer keeps running, so silence still ends the turn.
         if reason is not FinalizeReason.MAX_DURATION:
             self._turn_id = None
+            self._last_audio_at = None
         return segment

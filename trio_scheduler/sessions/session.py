@@ -103,7 +103,9 @@ async def run_session_socket(ws: trio_websocket.WebSocketConnection, services: S
             await session.run(inbox_receive)
         finally:
             nursery.cancel_scope.cancel()
-            with trio.CancelScope(shield=True):
+            # Shielded so cleanup also runs on shutdown, bounded so it cannot hang it.
+            with trio.CancelScope(shield=True) as scope:
+                scope.relative_deadline = services.config.server.shutdown_grace_s
                 await session.cleanup()
 
 
@@ -169,7 +171,8 @@ class SessionTask:
             now = trio.current_time()
             if event is not None:
                 await self._handle(event, now)
-            await self._on_timers(trio.current_time())
+            if not self._finished:
+                await self._on_timers(trio.current_time())
 
     def _next_deadline(self) -> float:
         deadlines = [
@@ -345,6 +348,7 @@ class SessionTask:
         if self._ordered.pending_count:
             await self._release(self._ordered.on_timer(math.inf))
         assert self._spec is not None
+        self._closing_deadline = None
         await self._send(SessionCloseAck(self._spec.session_id))
         await self._ws.aclose(CloseCode.NORMAL, "session closed")
         self._finished = True
@@ -625,12 +629,21 @@ class SessionTask:
                 await self._send(frame)
 
     async def _send(self, message: Any) -> None:
-        await self._ws.send_message(codec.encode(message))
+        await self._send_text(codec.encode(message))
 
     async def _send_error(
         self, code: ErrorCode | str, message: str, details: dict | None = None
     ) -> None:
-        await self._ws.send_message(codec.encode_error(code, message, details))
+        await self._send_text(codec.encode_error(code, message, details))
+
+    async def _send_text(self, text: str) -> None:
+        if self._finished:
+            return
+        try:
+            await self._ws.send_message(text)
+        except trio_websocket.ConnectionClosed:
+            # The browser is gone; the reader reports it too. Stop here, clean up after.
+            self._finished = True
 
     # -- the end -------------------------------------------------------------------------
 
@@ -640,8 +653,7 @@ class SessionTask:
         for job in list(self._jobs.values()):
             if job.reservation_held:
                 self._cancel_on_node(job, "session closed")
-                with trio.move_on_after(self._config.server.shutdown_grace_s):
-                    await self._release_slot(job)
+                await self._release_slot(job)
             job.apply(JobEvent.CANCEL)
             self._dispatcher.forget(job.job_id)
         self._jobs.clear()

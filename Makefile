@@ -1,0 +1,18 @@
+# The two commands a newcomer needs: `make serve` and `make test`.
+.PHONY: serve test demo bench-store
+
+serve:  ## run the scheduler on :5010 with the embedded store
+	@scripts/bootstrap.sh
+	.venv/bin/trio-scheduler serve --config config/scheduler.toml $(ARGS)
+
+test:  ## the whole test suite (starts its own redis-server on a free port)
+	@scripts/bootstrap.sh --with-redis
+	.venv/bin/python -m pytest $(ARGS)
+
+demo:  ## a server, two fake nodes and a fake browser, in one terminal
+	@scripts/bootstrap.sh
+	.venv/bin/python scripts/demo.py
+
+bench-store:  ## store latency and CPU per reservation (embedded store; add ARGS=--redis-url=…)
+	@scripts/bootstrap.sh
+	.venv/bin/python scripts/bench_store.py $(ARGS)

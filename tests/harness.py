@@ -1,0 +1,71 @@
+"""A whole scheduler fed with in-memory sockets, for tests under ``MockClock``."""
+
+from __future__ import annotations
+
+import attrs
+import trio
+
+from trio_scheduler.config import Config, with_overrides
+from trio_scheduler.server import Scheduler
+from trio_scheduler.simulate.frames import heartbeat_frame, register_frame
+from trio_scheduler.simulate.memory_socket import memory_websocket_pair
+from trio_scheduler.simulate.peer import Peer
+from trio_scheduler.store.memory import MemoryStore
+
+
+@attrs.define
+class MemoryHarness:
+    scheduler: Scheduler
+    nursery: trio.Nursery
+
+    @classmethod
+    async def start(cls, nursery: trio.Nursery, store=None, **sections) -> MemoryHarness:
+        config = with_overrides(Config(), **sections) if sections else Config()
+        scheduler = Scheduler.build(config, store or MemoryStore())
+        await nursery.start(scheduler.run)
+        return cls(scheduler, nursery)
+
+    def _connect(self, handler) -> Peer:
+        server_ws, client_ws = memory_websocket_pair()
+
+        async def serve_socket() -> None:
+            try:
+                await handler(server_ws)
+            finally:
+                await server_ws.aclose()
+
+        self.nursery.start_soon(serve_socket)
+        return Peer(client_ws)
+
+    def session(self) -> Peer:
+        return self._connect(self.scheduler.session_socket)
+
+    def node(self) -> Peer:
+        return self._connect(self.scheduler.node_socket)
+
+    async def ready_node(self, languages=None, **register) -> tuple[Peer, str]:
+        node = self.node()
+        await node.send(register_frame(languages, **register))
+        ack = await node.recv()
+        assert ack["type"] == "node_register_ack", ack
+        node_id = ack["node_id"]
+        await node.send(heartbeat_frame(node_id, languages))
+        await self.wait_node_status(node_id, "ready")
+        return node, node_id
+
+    async def wait_node_status(self, node_id: str, status: str | None) -> None:
+        """Wait until the node has ``status`` in the snapshot (None: until it is gone)."""
+
+        def reached(snapshot) -> bool:
+            view = snapshot.nodes.get(node_id)
+            if status is None:
+                return view is None
+            return view is not None and str(view.status) == status
+
+        await self.scheduler.publisher.wait_until(reached)
+
+    async def session_id_for(self, client: Peer, init: dict) -> str:
+        await client.send(init)
+        ack = await client.recv()
+        assert ack["type"] == "session_init_ack", ack
+        return ack["session_id"]
