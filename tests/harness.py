@@ -16,14 +16,16 @@ from trio_scheduler.store.memory import MemoryStore
 @attrs.define
 class MemoryHarness:
     scheduler: Scheduler
-    nursery: trio.Nursery
+    nursery: trio.Nursery  # where the socket tasks run
 
     @classmethod
     async def start(cls, nursery: trio.Nursery, store=None, **sections) -> MemoryHarness:
+        """Start a scheduler whose background tasks outlive its sockets, as in ``serve``:
+        when the test ends, the socket tasks are cancelled and clean up first."""
         config = with_overrides(Config(), **sections) if sections else Config()
         scheduler = Scheduler.build(config, store or MemoryStore())
-        await nursery.start(scheduler.run)
-        return cls(scheduler, nursery)
+        sockets: trio.Nursery = await nursery.start(_run_ordered, scheduler)
+        return cls(scheduler, sockets)
 
     def _connect(self, handler) -> Peer:
         server_ws, client_ws = memory_websocket_pair()
@@ -69,3 +71,9 @@ class MemoryHarness:
         ack = await client.recv()
         assert ack["type"] == "session_init_ack", ack
         return ack["session_id"]
+
+
+async def _run_ordered(scheduler: Scheduler, *, task_status) -> None:
+    async with scheduler.background_tasks(), trio.open_nursery() as sockets:
+        task_status.started(sockets)
+        await trio.sleep_forever()

@@ -14,6 +14,8 @@ reservations, then the store closes.
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import attrs
 import structlog
@@ -91,6 +93,27 @@ class Scheduler:
             await nursery.start(self.publisher.mirror_to_store, self.store, self.instance_id)
             task_status.started()
 
+    @asynccontextmanager
+    async def background_tasks(self) -> AsyncIterator[None]:
+        """Run the background tasks around the body (which serves the sockets).
+
+        The owner and the mirror must outlive the connections, whose cleanup still talks
+        to them during a graceful stop: they run shielded and are cancelled after the body.
+        """
+        background = trio.CancelScope(shield=True)
+
+        async def run_background(*, task_status: trio.TaskStatus[None]) -> None:
+            with background:
+                await self.run(task_status=task_status)
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_background)
+            try:
+                yield
+            finally:
+                self.accepting = False
+                background.cancel()
+
     async def session_socket(self, ws: trio_websocket.WebSocketConnection, _: Request | None = None):
         await run_session_socket(ws, self.sessions)
 
@@ -117,21 +140,8 @@ async def serve(
     """Run the scheduler; reports the running :class:`Scheduler` (with its bound port)."""
     async with open_store(config.store.redis_url, key_prefix=config.store.key_prefix) as store:
         scheduler = Scheduler.build(config, store)
-        # The owner and the mirror must outlive the connections, whose cleanup still talks
-        # to them during a graceful stop: they run shielded and are cancelled last.
-        background = trio.CancelScope(shield=True)
-
-        async def run_background(*, task_status: trio.TaskStatus[None]) -> None:
-            with background:
-                await scheduler.run(task_status=task_status)
-
-        async with trio.open_nursery() as nursery:
-            await nursery.start(run_background)
-            try:
-                await _serve_connections(scheduler, task_status)
-            finally:
-                scheduler.accepting = False
-                background.cancel()
+        async with scheduler.background_tasks():
+            await _serve_connections(scheduler, task_status)
 
 
 async def _serve_connections(scheduler: Scheduler, task_status: trio.TaskStatus[Scheduler]):
