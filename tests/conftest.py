@@ -67,7 +67,7 @@ class RunningServer:
         return f"ws://{self.host}:{self.port}/ws/node"
 
 
-def test_config(**sections) -> Config:
+def make_config(**sections) -> Config:
     base = with_overrides(Config(), server={"host": "127.0.0.1", "port": 0})
     return with_overrides(base, **sections) if sections else base
 
@@ -87,7 +87,7 @@ def start_server(nursery, store_kind, request):
             url = request.getfixturevalue("redis_url")
             store = dict(sections.pop("store", {}), redis_url=url)
             sections["store"] = store
-        scheduler = await nursery.start(serve, test_config(**sections))
+        scheduler = await nursery.start(serve, make_config(**sections))
         return RunningServer(scheduler)
 
     return start

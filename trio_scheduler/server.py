@@ -94,22 +94,26 @@ class Scheduler:
             task_status.started()
 
     @asynccontextmanager
-    async def background_tasks(self) -> AsyncIterator[None]:
+    async def background_tasks(self) -> AsyncIterator[trio.Nursery]:
         """Run the background tasks around the body (which serves the sockets).
 
         The owner and the mirror must outlive the connections, whose cleanup still talks
         to them during a graceful stop: they run shielded and are cancelled after the body.
+        The nursery yielded is just as long-lived, for tasks that must also see a stop
+        through (the WebSocket protocol tasks that carry the closing handshakes).
         """
         background = trio.CancelScope(shield=True)
 
-        async def run_background(*, task_status: trio.TaskStatus[None]) -> None:
+        async def run_background(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
             with background:
-                await self.run(task_status=task_status)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.run)
+                    task_status.started(nursery)
 
         async with trio.open_nursery() as nursery:
-            await nursery.start(run_background)
+            service_nursery = await nursery.start(run_background)
             try:
-                yield
+                yield service_nursery
             finally:
                 self.accepting = False
                 background.cancel()
@@ -140,11 +144,13 @@ async def serve(
     """Run the scheduler; reports the running :class:`Scheduler` (with its bound port)."""
     async with open_store(config.store.redis_url, key_prefix=config.store.key_prefix) as store:
         scheduler = Scheduler.build(config, store)
-        async with scheduler.background_tasks():
-            await _serve_connections(scheduler, task_status)
+        async with scheduler.background_tasks() as service_nursery:
+            await _serve_connections(scheduler, service_nursery, task_status)
 
 
-async def _serve_connections(scheduler: Scheduler, task_status: trio.TaskStatus[Scheduler]):
+async def _serve_connections(
+    scheduler: Scheduler, service_nursery: trio.Nursery, task_status: trio.TaskStatus[Scheduler]
+) -> None:
     config = scheduler.config
     listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
     scheduler.port = listeners[0].socket.getsockname()[1]
@@ -158,6 +164,7 @@ async def _serve_connections(scheduler: Scheduler, task_status: trio.TaskStatus[
         max_head_bytes=config.server.max_request_head_bytes,
         handshake_timeout_s=config.server.handshake_timeout_s,
         close_timeout_s=config.server.shutdown_grace_s,
+        protocol_nursery=service_nursery,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, front_door.handle, listeners)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import math
 from http import HTTPStatus
 
 import attrs
@@ -141,6 +142,9 @@ class FrontDoor:
     max_head_bytes: int
     handshake_timeout_s: float
     close_timeout_s: float
+    # Where trio-websocket's per-socket protocol tasks run. It must outlive the handlers:
+    # on shutdown a handler's closing handshake needs its reader task still running.
+    protocol_nursery: trio.Nursery
     authorize: Callable[[Request], Response | None] = lambda request: None
 
     async def handle(self, stream: trio.SocketStream) -> None:
@@ -182,27 +186,26 @@ class FrontDoor:
     async def _serve_websocket(
         self, stream: ReplayStream, request: Request, handler: WebSocketHandler
     ) -> None:
-        async with trio.open_nursery() as nursery:
-            with trio.move_on_after(self.handshake_timeout_s) as scope:
-                ws_request = await trio_websocket.wrap_server_stream(
-                    nursery, stream, max_message_size=self.max_message_bytes
-                )
-                ws = await ws_request.accept()
-            if scope.cancelled_caught:
-                nursery.cancel_scope.cancel()
-                await stream.aclose()
-                return
-            code, reason = CLOSE_NORMAL, None
-            try:
-                await handler(ws, request)
-            except trio.Cancelled:
+        with trio.move_on_after(self.handshake_timeout_s) as scope:
+            ws_request = await trio_websocket.wrap_server_stream(
+                self.protocol_nursery, stream, max_message_size=self.max_message_bytes
+            )
+            ws = await ws_request.accept()
+        if scope.cancelled_caught:
+            await stream.aclose()
+            return
+        try:
+            await handler(ws, request)
+        finally:
+            # A handler only ever sees outside cancellation when the server stops.
+            if trio.current_effective_deadline() == -math.inf:
                 code, reason = CLOSE_GOING_AWAY, "server shutting down"
-                raise
-            finally:
-                # Shielded: on shutdown the peer still gets its close frame (1001).
-                with trio.CancelScope(shield=True), trio.move_on_after(self.close_timeout_s):
-                    await ws.aclose(code, reason)
-                nursery.cancel_scope.cancel()
+            else:
+                code, reason = CLOSE_NORMAL, None
+            # Shielded: on shutdown the peer still gets its close frame (1001).
+            with trio.CancelScope(shield=True), trio.move_on_after(self.close_timeout_s):
+                await ws.aclose(code, reason)
+            await stream.aclose()
 
     async def _reply_and_close(self, stream: trio.abc.Stream, response: Response) -> None:
         try:

@@ -1,0 +1,123 @@
+"""The server as operators and peers meet it: one port, HTTP endpoints, limits, shutdown."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import trio
+import trio_websocket
+
+from conftest import RunningServer, make_config
+from trio_scheduler.server import serve
+from trio_scheduler.simulate.frames import heartbeat_frame, one_way_init, register_frame
+from trio_scheduler.simulate.peer import connect
+
+
+async def http_get(port: int, path: str, method: str = "GET") -> tuple[int, dict]:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        raw = b""
+        while chunk := await stream.receive_some(4096):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ")[1])
+    return status, orjson.loads(body) if body else {}
+
+
+async def test_health_ready_and_unknown_paths(start_server):
+    server = await start_server()
+    assert await http_get(server.port, "/health") == (200, {"status": "ok"})
+    assert await http_get(server.port, "/ready") == (200, {"status": "ready"})
+    assert (await http_get(server.port, "/nope"))[0] == 404
+    assert (await http_get(server.port, "/health", "POST"))[0] == 405
+
+
+async def test_unknown_websocket_path_is_refused_with_404(start_server):
+    server = await start_server()
+    with pytest.raises(trio_websocket.HandshakeError) as refused:
+        async with connect(f"ws://127.0.0.1:{server.port}/ws/other"):
+            pass
+    assert refused.value.status_code == 404
+
+
+async def test_not_ready_when_redis_is_unreachable(nursery):
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    dead_port = listener.getsockname()[1]
+    listener.close()  # nothing listens there now
+    config = make_config(store={"redis_url": f"redis://127.0.0.1:{dead_port}/0"})
+    scheduler = await nursery.start(serve, config)
+    status, body = await http_get(scheduler.port, "/ready")
+    assert status == 503 and body["reason"] == "store unreachable"
+    assert (await http_get(scheduler.port, "/health"))[0] == 200
+
+
+async def test_invalid_messages_on_both_sockets_keep_them_open(start_server):
+    server = await start_server()
+    async with connect(server.session_url) as client, connect(server.node_url) as node:
+        for peer in (client, node):
+            await peer.send('{"type": 5}')
+            reply = await peer.recv()
+            assert reply["type"] == "error" and reply["code"] == "INVALID_MESSAGE"
+            assert reply["details"] == {"field": "type"}
+        await client.send(one_way_init("zh", "en"))
+        assert (await client.recv())["type"] == "session_init_ack"
+        await node.send(register_frame())
+        assert (await node.recv())["type"] == "node_register_ack"
+
+
+async def test_oversized_message_closes_with_1009(start_server):
+    server = await start_server(server={"max_message_bytes": 1000})
+    async with connect(server.session_url) as client:
+        await client.send("x" * 5000)
+        with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+            await client.recv()
+        assert closed.value.reason.code == 1009
+    # The server keeps serving everyone else.
+    async with connect(server.session_url) as client:
+        await client.send(one_way_init("zh", "en"))
+        assert (await client.recv())["type"] == "session_init_ack"
+
+
+async def test_node_socket_closed_leaves_pools_at_once(start_server):
+    server = await start_server()
+    publisher = server.scheduler.publisher
+    async with connect(server.node_url) as node:
+        await node.send(register_frame())
+        node_id = (await node.recv())["node_id"]
+        await node.send(heartbeat_frame(node_id))
+        await publisher.wait_until(lambda s: node_id in s.pools.get("zh:en", ()))
+    await publisher.wait_until(lambda s: node_id not in s.nodes)
+    assert publisher.current.pools == {}
+
+
+async def test_shutdown_closes_sockets_with_1001(nursery, store_kind, request):
+    sections = {}
+    if store_kind == "redis":
+        sections["store"] = {"redis_url": request.getfixturevalue("redis_url")}
+    with trio.CancelScope() as server_scope:
+        pass
+    stopped = trio.Event()
+
+    async def run_server(*, task_status):
+        nonlocal server_scope
+        with trio.CancelScope() as server_scope:
+            await serve(make_config(**sections), task_status=task_status)
+        stopped.set()
+
+    scheduler = await nursery.start(run_server)
+    server = RunningServer(scheduler)
+    async with connect(server.session_url) as client, connect(server.node_url) as node:
+        await client.send(one_way_init("zh", "en"))
+        await client.recv()
+        await node.send(register_frame())
+        await node.recv()
+        server_scope.cancel()
+        for peer in (client, node):
+            with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                await peer.recv()
+            assert closed.value.reason.code == 1001
+    await stopped.wait()
+    with pytest.raises(OSError):
+        await trio.open_tcp_stream("127.0.0.1", server.port)
