@@ -36,9 +36,7 @@ async def wait_until_ready(server, node_id: str) -> None:
 
 
 async def start_node(nursery, server, **kwargs) -> FakeNode:
-    """A ready FakeNode in ``nursery`` — the test's own, which pytest-trio tears down
-    before the server fixture's: the node leaves while the server still runs (stopping
-    the server with a node connected hangs; see the SIGINT test below)."""
+    """A ready FakeNode in ``nursery`` (the test's own)."""
     kwargs.setdefault("languages", ["zh", "en"])
     kwargs.setdefault("service_time_s", SERVICE_S)
     node = FakeNode(server.node_url, **kwargs)
