@@ -209,7 +209,8 @@ def section_classes() -> dict[str, type]:
 def test_every_section_is_an_attrs_class():
     sections = section_classes()
     assert set(sections) == {
-        "server", "store", "nodes", "segmentation", "jobs", "sessions", "results", "logging"
+        "server", "store", "nodes", "segmentation", "jobs", "sessions", "results", "admin",
+        "logging",
     }
     for section, cls in sections.items():
         assert attrs.has(cls), section

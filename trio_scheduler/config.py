@@ -61,6 +61,9 @@ class NodesConfig:
     require_gpu: bool = True
     resource_threshold_percent: float = attrs.field(default=95.0, validator=_positive)
     required_services: list[str] = attrs.Factory(lambda: ["asr", "nmt", "tts"])
+    max_gpu_queue: int = attrs.field(default=16, validator=_non_negative)
+    pairing_code_ttl_s: float = attrs.field(default=600.0, validator=_positive)
+    auth_tokens: list[str] = attrs.Factory(list)
     outbound_queue_size: int = attrs.field(default=256, validator=_positive)
 
 
@@ -96,6 +99,11 @@ class ResultsConfig:
 
 
 @attrs.frozen
+class AdminConfig:
+    token: str | None = None
+
+
+@attrs.frozen
 class LoggingConfig:
     format: str = attrs.field(
         default="console", validator=attrs.validators.in_(("console", "json"))
@@ -114,6 +122,7 @@ class Config:
     jobs: JobsConfig = JobsConfig()
     sessions: SessionsConfig = SessionsConfig()
     results: ResultsConfig = ResultsConfig()
+    admin: AdminConfig = AdminConfig()
     logging: LoggingConfig = LoggingConfig()
 
 

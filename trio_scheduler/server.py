@@ -14,6 +14,7 @@ reservations, then the store closes.
 from __future__ import annotations
 
 import secrets
+from urllib.parse import parse_qs
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -66,7 +67,9 @@ class Scheduler:
             health=HealthRules(
                 required_services=frozenset(nodes.required_services),
                 resource_threshold_percent=nodes.resource_threshold_percent,
+                max_gpu_queue=nodes.max_gpu_queue,
             ),
+            pairing_code_ttl_s=nodes.pairing_code_ttl_s,
         )
         dispatcher = Dispatcher(
             publisher,
@@ -124,7 +127,21 @@ class Scheduler:
     async def node_socket(self, ws: trio_websocket.WebSocketConnection, _: Request | None = None):
         await run_node_socket(ws, self.nodes)
 
+    def authorize(self, request: Request) -> Response | None:
+        """Refuse a WebSocket upgrade before the handshake (None: let it through).
+
+        With ``[nodes] auth_tokens`` set, a node must present one of them: an
+        unauthenticated peer must never receive a user's audio.
+        """
+        tokens = self.config.nodes.auth_tokens
+        if request.path == "/ws/node" and tokens:
+            if not any(_token_matches(request, token) for token in tokens):
+                return Response.json(401, {"error": "a valid node token is required"})
+        return None
+
     async def http(self, request: Request) -> Response:
+        if request.path.startswith("/admin/"):
+            return await self._admin(request)
         if request.method != "GET":
             return Response.json(405, {"error": "method not allowed"})
         if request.path == "/health":
@@ -136,6 +153,43 @@ class Scheduler:
                 return Response.json(503, {"status": "not ready", "reason": "store unreachable"})
             return Response.json(200, {"status": "ready"})
         return Response.json(404, {"error": "not found"})
+
+
+    async def _admin(self, request: Request) -> Response:
+        token = self.config.admin.token
+        if not token:
+            return Response.json(403, {"error": "the admin API is off ([admin] token unset)"})
+        if not _token_matches(request, token, query=False):
+            return Response.json(401, {"error": "admin token required"})
+        parts = request.path.strip("/").split("/")
+        if parts == ["admin", "nodes"] and request.method == "GET":
+            return Response.json(200, {"nodes": await self._node_rows()})
+        if len(parts) == 4 and parts[:2] == ["admin", "nodes"] and parts[3] == "drain":
+            if request.method != "POST":
+                return Response.json(405, {"error": "method not allowed"})
+            if await self.manager.drain(parts[2]):
+                return Response.json(200, {"node_id": parts[2], "status": "draining"})
+            return Response.json(404, {"error": f"no live node {parts[2]}"})
+        return Response.json(404, {"error": "not found"})
+
+    async def _node_rows(self) -> list[dict]:
+        rows = []
+        for summary in await self.manager.list_nodes():
+            row = attrs.asdict(summary)
+            row["reserved_jobs"] = self.dispatcher.in_flight(summary.node_id)
+            row["load"] = round(row["reserved_jobs"] / summary.max_concurrent_jobs, 3)
+            rows.append(row)
+        return rows
+
+
+def _token_matches(request: Request, token: str, *, query: bool = True) -> bool:
+    presented = []
+    authorization = request.headers.get("authorization", "")
+    if authorization.lower().startswith("bearer "):
+        presented.append(authorization[7:].strip())
+    if query:
+        presented.extend(parse_qs(request.query).get("token", []))
+    return any(secrets.compare_digest(p.encode(), token.encode()) for p in presented)
 
 
 async def serve(
@@ -165,7 +219,13 @@ async def _serve_connections(
         handshake_timeout_s=config.server.handshake_timeout_s,
         close_timeout_s=config.server.shutdown_grace_s,
         protocol_nursery=service_nursery,
+        authorize=scheduler.authorize,
     )
+    if not config.nodes.auth_tokens:
+        log.warning(
+            "node authentication is OFF: any peer can register as a node and receive "
+            "users' audio; set [nodes] auth_tokens in production"
+        )
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, front_door.handle, listeners)
         log.info(

@@ -135,8 +135,16 @@ class Dispatcher:
 
     # -- dispatch ------------------------------------------------------------------
 
+    def in_flight(self, node_id: str) -> int:
+        """Slots of ``node_id`` this instance holds (its own reservations)."""
+        return self._in_flight[node_id]
+
     def load(self, node: NodeView) -> float:
         return self._in_flight[node.node_id] / node.max_concurrent_jobs
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._publisher.current
 
     def node(self, node_id: str) -> NodeView | None:
         return self._publisher.current.nodes.get(node_id)

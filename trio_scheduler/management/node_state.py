@@ -5,6 +5,7 @@ Nothing here awaits or reads a clock; the owner task passes in what it knows.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import attrs
@@ -64,7 +65,7 @@ class Capabilities:
     tts_languages: tuple[str, ...]
     semantic_languages: tuple[str, ...]
 
-    @property
+    @functools.cached_property
     def pairs(self) -> frozenset[str]:
         return served_pairs(self.asr_languages, self.tts_languages, self.semantic_languages)
 
@@ -84,16 +85,20 @@ class Capabilities:
         Service entries merge by type: the real agent's heartbeats list only some types
         (often only ``asr``), which must not be read as the others having stopped.
         """
-        ready = set(self.services_ready)
-        for entry in capability_by_type or ():
-            (ready.add if entry.ready else ready.discard)(entry.type)
-        changes: dict = {"services_ready": frozenset(ready)}
+        changes: dict = {}
+        if capability_by_type:
+            ready = set(self.services_ready)
+            for entry in capability_by_type:
+                (ready.add if entry.ready else ready.discard)(entry.type)
+            if ready != self.services_ready:
+                changes["services_ready"] = frozenset(ready)
         if languages is not None:
             for name in ("asr_languages", "tts_languages", "semantic_languages"):
                 value = getattr(languages, name)
-                if value is not None:
+                if value is not None and tuple(value) != getattr(self, name):
                     changes[name] = tuple(value)
-        return attrs.evolve(self, **changes)
+        # Unchanged capabilities keep their identity, and so their cached pairs.
+        return attrs.evolve(self, **changes) if changes else self
 
     def from_heartbeat(self, message: NodeHeartbeat) -> Capabilities:
         return self.updated(message.capability_by_type, message.language_capabilities)
@@ -103,6 +108,7 @@ class Capabilities:
 class HealthRules:
     required_services: frozenset[str] = frozenset({"asr", "nmt", "tts"})
     resource_threshold_percent: float = 95.0
+    max_gpu_queue: int = 16
 
 
 def is_healthy(capabilities: Capabilities, usage: ResourceUsage, rules: HealthRules) -> bool:
@@ -110,6 +116,8 @@ def is_healthy(capabilities: Capabilities, usage: ResourceUsage, rules: HealthRu
     if not rules.required_services <= capabilities.services_ready:
         return False
     if not capabilities.pairs:
+        return False
+    if usage.gpu_queue_length is not None and usage.gpu_queue_length > rules.max_gpu_queue:
         return False
     limit = rules.resource_threshold_percent
     loads = (usage.cpu_percent, usage.mem_percent, usage.gpu_percent)

@@ -1,14 +1,16 @@
 """The management owner: the only task that changes node and pool state.
 
-Connection tasks send it commands over a channel; it applies them with the pure rules of
-:mod:`node_state` and :mod:`pools` to its private records and publishes a new immutable
-snapshot when, and only when, something dispatch can see has changed. A heartbeat of a
-healthy, unchanged node therefore costs a dict lookup and two comparisons.
+Connection tasks and the admin API send it commands over a channel; it applies them with
+the pure rules of :mod:`node_state` and :mod:`pools` to its private records and publishes
+a new immutable snapshot when, and only when, something readers can see has changed. A
+heartbeat of a healthy, unchanged node therefore costs a dict lookup and a few
+comparisons, whatever the number of nodes.
 """
 
 from __future__ import annotations
 
 import itertools
+import secrets
 from typing import Any
 
 import attrs
@@ -19,9 +21,15 @@ from trio_scheduler.management import node_state
 from trio_scheduler.management.node_state import Capabilities, HealthRules
 from trio_scheduler.management.pools import move_node
 from trio_scheduler.management.publisher import SnapshotPublisher
-from trio_scheduler.management.snapshot import NodeStatus, NodeView, Snapshot
+from trio_scheduler.management.snapshot import NodeStatus, NodeView, Pairing, Snapshot
+from trio_scheduler.protocol import codec
 from trio_scheduler.protocol.errors import CloseCode
-from trio_scheduler.protocol.messages import NodeHeartbeat, NodeRegister, ResourceUsage
+from trio_scheduler.protocol.messages import (
+    NodeControl,
+    NodeHeartbeat,
+    NodeRegister,
+    ResourceUsage,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +59,12 @@ class Register:
 
 
 @attrs.frozen
+class Registered:
+    epoch: int
+    pairing_code: str
+
+
+@attrs.frozen
 class Heartbeat:
     node_id: str
     epoch: int
@@ -65,6 +79,13 @@ class Disconnect:
 
 
 @attrs.frozen
+class Drain:
+    node_id: str
+    reason: str
+    reply: Reply
+
+
+@attrs.frozen
 class Sweep:
     pass
 
@@ -74,7 +95,7 @@ class ListNodes:
     reply: Reply
 
 
-Command = Register | Heartbeat | Disconnect | Sweep | ListNodes
+Command = Register | Heartbeat | Disconnect | Drain | Sweep | ListNodes
 
 
 @attrs.define
@@ -90,6 +111,7 @@ class NodeRecord:
     accept_public_jobs: bool
     registered_at: float
     last_heartbeat_at: float
+    pairing_code: str
     usage: ResourceUsage | None = None
 
     def view(self) -> NodeView:
@@ -111,9 +133,11 @@ class NodeSummary:
     node_id: str
     status: str
     pairs: list[str]
+    pools: list[str]
     max_concurrent_jobs: int
     reported_running_jobs: int | None
     last_heartbeat_age_s: float
+    usage: dict[str, Any] | None
 
 
 class NodeManager:
@@ -127,6 +151,7 @@ class NodeManager:
         heartbeat_interval_s: float,
         heartbeat_timeout_s: float,
         health: HealthRules,
+        pairing_code_ttl_s: float = 600.0,
         queue_size: int = 1024,
     ) -> None:
         self._publisher = publisher
@@ -134,18 +159,24 @@ class NodeManager:
         self._sweep_interval = heartbeat_interval_s
         self._timeout = heartbeat_timeout_s
         self._health = health
+        self._pairing_ttl = pairing_code_ttl_s
         self._send, self._receive = trio.open_memory_channel[Command](queue_size)
         self._records: dict[str, NodeRecord] = {}
+        # Nodes whose socket closed recently, kept for heartbeat_timeout_s: a reconnect
+        # within that window gets its status back at once instead of starting over.
+        self._departed: dict[str, tuple[NodeRecord, float]] = {}
         self._views: dict[str, NodeView] = {}
         self._pools: dict[str, frozenset[str]] = {}
+        self._pairings: dict[str, Pairing] = {}
         self._epochs = itertools.count(1)
         self._version = 0
         self._dirty = False
+        self.heartbeats_applied = 0
 
-    # -- calls made by connection tasks ------------------------------------------------
+    # -- calls made by connection tasks and the admin API -------------------------------
 
-    async def register(self, node_id: str, message: NodeRegister, link: Any) -> int:
-        """Apply a registration; returns the connection's epoch once readers can see it."""
+    async def register(self, node_id: str, message: NodeRegister, link: Any) -> Registered:
+        """Apply a registration; returns once readers can see it."""
         reply = Reply()
         await self._send.send(Register(node_id, message, link, reply))
         return await reply.wait()
@@ -161,6 +192,12 @@ class NodeManager:
         """
         reply = Reply()
         await self._send.send(Disconnect(node_id, epoch, reply))
+        return await reply.wait()
+
+    async def drain(self, node_id: str, reason: str = "operator request") -> bool:
+        """Stop giving the node new jobs; it finishes its running ones. False if unknown."""
+        reply = Reply()
+        await self._send.send(Drain(node_id, reason, reply))
         return await reply.wait()
 
     async def list_nodes(self) -> list[NodeSummary]:
@@ -199,53 +236,103 @@ class NodeManager:
             case Heartbeat():
                 self._heartbeat(command, now)
             case Disconnect():
-                command.reply.set(self._disconnect(command))
+                command.reply.set(self._disconnect(command, now))
+                self._publish_if_dirty()
+            case Drain():
+                command.reply.set(self._drain(command))
                 self._publish_if_dirty()
             case Sweep():
                 self._sweep(now)
             case ListNodes():
                 command.reply.set(self._summaries(now))
 
-    def _register(self, command: Register, now: float) -> int:
+    def _register(self, command: Register, now: float) -> Registered:
         message = command.message
         epoch = next(self._epochs)
         previous = self._records.get(command.node_id)
         if previous is not None and previous.link is not command.link:
             log.info("node re-registered; closing its older socket", node_id=command.node_id)
             previous.link.close_soon(CloseCode.REPLACED, "replaced by a newer registration")
+        if previous is None:
+            departed = self._departed.pop(command.node_id, None)
+            previous = departed[0] if departed else None
+        if previous is not None:
+            self._pairings.pop(previous.pairing_code, None)
+        capabilities = Capabilities.from_register(message)
+        status = NodeStatus.REGISTERING
+        usage = None
+        if previous is not None and previous.usage is not None:
+            # A reconnect keeps the node's standing (and so its pools) when what we last
+            # knew of its load is still healthy with the capabilities it registers now.
+            usage = previous.usage
+            healthy = node_state.is_healthy(capabilities, usage, self._health)
+            status = node_state.status_after_heartbeat(previous.status, healthy)
+            if previous.status is NodeStatus.DRAINING:
+                status = NodeStatus.DRAINING
+        code = self._new_pairing_code()
+        self._pairings[code] = Pairing(command.node_id, now + self._pairing_ttl)
         self._records[command.node_id] = NodeRecord(
             node_id=command.node_id,
             epoch=epoch,
             link=command.link,
-            capabilities=Capabilities.from_register(message),
-            status=NodeStatus.REGISTERING,
+            capabilities=capabilities,
+            status=status,
             max_concurrent_jobs=message.max_concurrent_jobs or self._default_capacity,
             accept_public_jobs=message.accept_public_jobs,
             registered_at=now,
             last_heartbeat_at=now,
+            pairing_code=code,
+            usage=usage,
         )
         self._refresh(command.node_id)
-        return epoch
+        self._dirty = True  # the pairing table changed
+        return Registered(epoch, code)
+
+    def _new_pairing_code(self) -> str:
+        while True:
+            code = f"{secrets.randbelow(1_000_000):06d}"
+            if code not in self._pairings:
+                return code
 
     def _heartbeat(self, command: Heartbeat, now: float) -> None:
         record = self._records.get(command.node_id)
         if record is None or record.epoch != command.epoch:
             return  # a heartbeat from a socket that lost its registration
+        self.heartbeats_applied += 1
         message = command.message
         record.last_heartbeat_at = now
         record.usage = message.resource_usage
         if message.capability_by_type is not None or message.language_capabilities is not None:
             record.capabilities = record.capabilities.from_heartbeat(message)
         healthy = node_state.is_healthy(record.capabilities, message.resource_usage, self._health)
-        record.status = node_state.status_after_heartbeat(record.status, healthy)
+        status = node_state.status_after_heartbeat(record.status, healthy)
+        if status is not record.status:
+            log.info("node status", node_id=record.node_id, old=str(record.status),
+                     new=str(status))
+            record.status = status
         self._refresh(command.node_id)
 
-    def _disconnect(self, command: Disconnect) -> bool:
+    def _disconnect(self, command: Disconnect, now: float) -> bool:
         record = self._records.get(command.node_id)
         if record is None or record.epoch != command.epoch:
             return False
         del self._records[command.node_id]
+        self._pairings.pop(record.pairing_code, None)
+        if record.status is not NodeStatus.OFFLINE:
+            self._departed[command.node_id] = (record, now)
         self._refresh(command.node_id)
+        self._dirty = True
+        return True
+
+    def _drain(self, command: Drain) -> bool:
+        record = self._records.get(command.node_id)
+        if record is None or record.status is NodeStatus.OFFLINE:
+            return False
+        if record.status is not NodeStatus.DRAINING:
+            record.status = NodeStatus.DRAINING
+            record.link.send(codec.encode(NodeControl("drain", command.reason)))
+            log.info("node draining", node_id=record.node_id, reason=command.reason)
+            self._refresh(command.node_id)
         return True
 
     def _sweep(self, now: float) -> None:
@@ -256,6 +343,13 @@ class NodeManager:
                 record.status = NodeStatus.OFFLINE
                 self._refresh(record.node_id)
                 record.link.close_soon(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
+        for node_id, (_, departed_at) in list(self._departed.items()):
+            if now - departed_at > self._timeout:
+                del self._departed[node_id]
+        for code, pairing in list(self._pairings.items()):
+            if pairing.expires_at <= now:
+                del self._pairings[code]
+                self._dirty = True
 
     def _refresh(self, node_id: str) -> None:
         """Recompute one node's view and pools; mark dirty only if something changed."""
@@ -278,7 +372,7 @@ class NodeManager:
             return
         self._dirty = False
         self._version += 1
-        self._publisher.publish(Snapshot(self._version, self._views, self._pools))
+        self._publisher.publish(Snapshot(self._version, self._views, self._pools, self._pairings))
 
     def _summaries(self, now: float) -> list[NodeSummary]:
         return [
@@ -286,9 +380,11 @@ class NodeManager:
                 node_id=r.node_id,
                 status=str(r.status),
                 pairs=sorted(r.capabilities.pairs),
+                pools=sorted(p for p, members in self._pools.items() if r.node_id in members),
                 max_concurrent_jobs=r.max_concurrent_jobs,
                 reported_running_jobs=r.usage.running_jobs if r.usage else None,
                 last_heartbeat_age_s=round(now - r.last_heartbeat_at, 3),
+                usage=codec.converter.unstructure(r.usage) if r.usage else None,
             )
             for r in self._records.values()
         ]

@@ -45,6 +45,14 @@ class NodeView:
         return self.status is NodeStatus.READY
 
 
+@attrs.frozen
+class Pairing:
+    """A live pairing code: sessions presenting it are pinned to ``node_id``."""
+
+    node_id: str
+    expires_at: float  # trio clock
+
+
 def _freeze_pools(pools: Mapping[str, frozenset[str]]) -> Mapping[str, frozenset[str]]:
     return MappingProxyType(dict(pools))
 
@@ -55,10 +63,21 @@ class Snapshot:
     nodes: Mapping[str, NodeView] = attrs.field(converter=lambda m: MappingProxyType(dict(m)))
     # pair -> ids of *ready* nodes serving it
     pools: Mapping[str, frozenset[str]] = attrs.field(converter=_freeze_pools)
+    # pairing code -> pairing
+    pairings: Mapping[str, Pairing] = attrs.field(
+        default=MappingProxyType({}), converter=lambda m: MappingProxyType(dict(m))
+    )
 
     @classmethod
     def empty(cls) -> Snapshot:
         return cls(version=0, nodes={}, pools={})
+
+    def paired_node(self, code: str, now: float) -> str | None:
+        """The node a pairing code pins to, if the code is live at ``now``."""
+        pairing = self.pairings.get(code)
+        if pairing is None or pairing.expires_at <= now or pairing.node_id not in self.nodes:
+            return None
+        return pairing.node_id
 
     def candidates(self, pairs: frozenset[str]) -> frozenset[str]:
         """Ids of the ready nodes that serve every pair in ``pairs``."""

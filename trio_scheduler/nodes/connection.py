@@ -159,12 +159,16 @@ class NodeConnection:
                 {"field": "node_id"},
             )
             return
-        epoch = await self._services.manager.register(node_id, message, self._link)
-        self._registration = Registration(node_id, epoch)
+        registered = await self._services.manager.register(node_id, message, self._link)
+        self._registration = Registration(node_id, registered.epoch)
         structlog.contextvars.bind_contextvars(node_id=node_id)
-        log.info("node registered", node_id=node_id, epoch=epoch)
+        log.info("node registered", node_id=node_id, epoch=registered.epoch)
         await self._ws.send_message(
-            codec.encode(NodeRegisterAck(node_id=node_id, message="registered"))
+            codec.encode(
+                NodeRegisterAck(
+                    node_id=node_id, message="registered", pairing_code=registered.pairing_code
+                )
+            )
         )
 
     async def _send_error(self, code: ErrorCode, message: str, details: Any = None) -> None:

@@ -271,12 +271,6 @@ class SessionTask:
                 f"this socket already has session {self._spec.session_id}",
             )
             return
-        if message.pairing_code:
-            # No pairing is live on this server, so no code can match.
-            await self._send_error(
-                ErrorCode.INVALID_PAIRING_CODE, "pairing code is unknown or has expired"
-            )
-            return
         sessions = self._services.sessions
         session_id = new_session_id()
         while session_id in sessions:
@@ -285,6 +279,16 @@ class SessionTask:
         if isinstance(checked, Rejection):
             await self._send_error(checked.code, checked.message, checked.details)
             return
+        if message.pairing_code:
+            snapshot = self._dispatcher.snapshot
+            node_id = snapshot.paired_node(message.pairing_code, trio.current_time())
+            if node_id is None:
+                await self._send_error(
+                    ErrorCode.INVALID_PAIRING_CODE, "pairing code is unknown or has expired",
+                    {"field": "pairing_code"},
+                )
+                return
+            checked = attrs.evolve(checked, pinned_node_id=node_id)
         self._spec = checked
         sessions[session_id] = self
         log.info("session started", session_id=session_id, pairs=sorted(checked.pairs))
