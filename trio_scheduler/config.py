@@ -83,6 +83,7 @@ class JobsConfig:
     max_attempts: int = attrs.field(default=3, validator=_positive)
     reservation_margin_ms: int = attrs.field(default=5000, validator=_non_negative)
     max_waiting_per_pool: int = attrs.field(default=1000, validator=_positive)
+    dedup_window_ms: int = attrs.field(default=30000, validator=_non_negative)
 
 
 @attrs.frozen

@@ -77,6 +77,7 @@ class Scheduler:
             job_timeout_ms=config.jobs.timeout_ms,
             reservation_margin_ms=config.jobs.reservation_margin_ms,
             max_waiting_per_pool=config.jobs.max_waiting_per_pool,
+            dedup_window_ms=config.jobs.dedup_window_ms,
         )
         return cls(
             config=config,

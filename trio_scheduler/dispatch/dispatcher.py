@@ -113,6 +113,7 @@ class Dispatcher:
         job_timeout_ms: int,
         reservation_margin_ms: int,
         max_waiting_per_pool: int,
+        dedup_window_ms: int = 30000,
         rng: random.Random | None = None,
         clock_ms: Callable[[], int] = wall_ms,
         counters: Counters | None = None,
@@ -127,6 +128,8 @@ class Dispatcher:
         self._in_flight: collections.Counter[str] = collections.Counter()  # node -> our slots
         self._routes: dict[str, JobRoute] = {}
         self._waiters: collections.OrderedDict[str, Waiter] = collections.OrderedDict()
+        self._dedup_window_s = dedup_window_ms / 1000
+        self._ended: dict[str, float] = {}  # job_id -> when it ended (insertion ordered)
         publisher.add_listener(self._on_snapshot)
 
     @property
@@ -217,9 +220,26 @@ class Dispatcher:
         self._wake_one_for(node_id)
 
     def forget(self, job_id: str) -> None:
-        """The job reached its end: stop routing node frames to its session."""
-        self._routes.pop(job_id, None)
+        """The job reached its end: stop routing node frames to its session.
+
+        Its id is remembered for ``dedup_window_ms`` so that a repeated result is told
+        apart (and counted) from a result for a job that never existed.
+        """
+        if self._routes.pop(job_id, None) is not None:
+            now = trio.current_time()
+            self._ended[job_id] = now
+            cutoff = now - self._dedup_window_s
+            while self._ended:
+                oldest_id, ended_at = next(iter(self._ended.items()))
+                if ended_at > cutoff:
+                    break
+                del self._ended[oldest_id]
         self._waiters.pop(job_id, None)
+
+    @property
+    def routed_jobs(self) -> int:
+        """Jobs whose node frames are still routed to a session (0 when all ended)."""
+        return len(self._routes)
 
     # -- node -> session routing -----------------------------------------------------
 
@@ -231,7 +251,10 @@ class Dispatcher:
         """
         route = self._routes.get(job_id)
         if route is None:
-            self.counters.inc("node_frames_unknown_job")
+            if job_id in self._ended:
+                self.counters.inc("node_frames_after_end")  # duplicates, late results
+            else:
+                self.counters.inc("node_frames_unknown_job")
             return False
         if node_id not in route.nodes or session_id != route.session_id:
             self.counters.inc("node_frames_foreign")

@@ -455,7 +455,7 @@ class SessionTask:
         match outcome:
             case Dispatched(node_id=node_id):
                 self._dispatcher.stop_waiting(job.job_id)
-                job.apply(JobEvent.DISPATCH)
+                self._transition(job, JobEvent.DISPATCH)
                 job.node_id = node_id
                 job.nodes_tried.add(node_id)
                 job.dispatched_at = now
@@ -489,7 +489,7 @@ class SessionTask:
                         job, ErrorCode.NODE_OVERLOADED, "all nodes busy, queue full", now
                     )
                     return
-                job.apply(JobEvent.WAIT)
+                self._transition(job, JobEvent.WAIT)
                 job.deadline = now + self._config.jobs.pending_timeout_ms / 1000
                 if not self._busy_signalled:
                     self._busy_signalled = True
@@ -507,7 +507,7 @@ class SessionTask:
         elif job.reservation_held:
             self._cancel_on_node(job, "timeout")
             await self._release_slot(job)
-            job.apply(JobEvent.TIME_OUT)
+            self._transition(job, JobEvent.TIME_OUT)
             await self._finish(job, Outcome(job.utterance_index, job.job_id, "timeout",
                                             error_code=ErrorCode.JOB_TIMEOUT,
                                             hint="no result in time"), now)
@@ -518,7 +518,7 @@ class SessionTask:
             return
         job.lost_nodes.add(event.node_id)
         await self._release_slot(job)
-        job.apply(JobEvent.NODE_LOST)
+        self._transition(job, JobEvent.NODE_LOST)
         job.deadline = None
         if job.attempt_id >= self._config.jobs.max_attempts:
             await self._fail(job, ErrorCode.NODE_UNAVAILABLE, "node lost, attempts exhausted", now)
@@ -538,13 +538,13 @@ class SessionTask:
         assert spec is not None
         match message:
             case JobAck():
-                if job.node_id == event.node_id and job.apply(JobEvent.ACK):
+                if job.node_id == event.node_id and self._transition(job, JobEvent.ACK):
                     await self._send(UiEvent(spec.trace_id, spec.session_id, job.job_id,
                                              job.utterance_index, "NODE_ACCEPTED"))
             case JobStarted():
-                job.apply(JobEvent.START)
+                self._transition(job, JobEvent.START)
             case AsrPartialFromNode():
-                job.apply(JobEvent.START)
+                self._transition(job, JobEvent.START)
                 await self._send(UiEvent(spec.trace_id, spec.session_id, job.job_id,
                                          job.utterance_index, "ASR_PARTIAL"))
                 await self._send(AsrPartialToClient(spec.session_id, job.utterance_index,
@@ -556,6 +556,12 @@ class SessionTask:
     async def _on_job_result(
         self, job: Job, result: JobResult, event: NodeMessage, now: float
     ) -> None:
+        error_code = result.error.code if result.error else None
+        if not result.success and error_code == "DUPLICATE_JOB_ID":
+            # The node already holds this job (sent before a reconnect): its answer to
+            # the first copy is still coming. Nothing is re-sent; the job timeout bounds it.
+            self._dispatcher.counters.inc("duplicate_job_id_refusals")
+            return
         if job.reservation_held:
             await self._release_slot(job)
         common = dict(
@@ -566,7 +572,7 @@ class SessionTask:
             first_client_ts_ms=job.first_client_ts_ms,
         )
         if not result.success:
-            job.apply(JobEvent.FAIL)
+            self._transition(job, JobEvent.FAIL)
             error = result.error
             outcome = Outcome(
                 kind="failed",
@@ -575,19 +581,26 @@ class SessionTask:
                 **common,
             )
         elif is_silence(result):
-            job.apply(JobEvent.FINISH)
+            self._transition(job, JobEvent.FINISH)
             outcome = Outcome(kind="silence", **common)
         else:
-            job.apply(JobEvent.FINISH)
+            self._transition(job, JobEvent.FINISH)
             outcome = Outcome(
                 kind="result", result=result, result_received_at_ms=event.received_at_ms, **common
             )
         await self._finish(job, outcome, now)
 
+    def _transition(self, job: Job, event: JobEvent) -> bool:
+        """Apply a job event; an illegal one is ignored and counted, never raised."""
+        if job.apply(event):
+            return True
+        self._dispatcher.counters.inc("illegal_job_transitions")
+        return False
+
     async def _fail(
         self, job: Job, code: ErrorCode | None, hint: str | None, now: float
     ) -> None:
-        job.apply(JobEvent.FAIL)
+        self._transition(job, JobEvent.FAIL)
         await self._finish(
             job,
             Outcome(job.utterance_index, job.job_id, "failed", error_code=code, hint=hint),
@@ -658,7 +671,7 @@ class SessionTask:
             if job.reservation_held:
                 self._cancel_on_node(job, "session closed")
                 await self._release_slot(job)
-            job.apply(JobEvent.CANCEL)
+            self._transition(job, JobEvent.CANCEL)
             self._dispatcher.forget(job.job_id)
         self._jobs.clear()
         if self._spec is not None:
