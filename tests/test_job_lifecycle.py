@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import trio
 import trio.testing
+import trio_websocket
 
 from harness import MemoryHarness
 from trio_scheduler.simulate.frames import audio_chunk_frame, one_way_init, result_frame
@@ -46,8 +49,9 @@ async def test_failover_exhausted_reports_node_unavailable(nursery):
         peers[node_id] = peer
 
         async def forward(peer=peer, node_id=node_id):
-            while True:
-                await assigned_send.send((node_id, await peer.recv_type("job_assign")))
+            with contextlib.suppress(trio_websocket.ConnectionClosed):
+                while True:
+                    await assigned_send.send((node_id, await peer.recv_type("job_assign")))
 
         nursery.start_soon(forward)
     client = h.session()
