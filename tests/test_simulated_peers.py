@@ -159,7 +159,7 @@ async def test_session_close_is_acked_and_server_keeps_serving(start_server, nur
 
 
 async def test_disconnect_with_job_in_flight_does_not_stop_server(start_server, nursery):
-    server = await start_server()
+    server = await start_server(segmentation={"hangover_manual_ms": 0})
     # Service time 0: the node's ack and result race the browser's close frame.
     await start_node(nursery, server, service_time_s=0)
 

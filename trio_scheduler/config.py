@@ -74,6 +74,9 @@ class SegmentationConfig:
     max_buffer_bytes: int = attrs.field(default=512000, validator=_positive)
     padding_auto_ms: int = attrs.field(default=220, validator=_non_negative)
     padding_manual_ms: int = attrs.field(default=280, validator=_non_negative)
+    hangover_auto_ms: int = attrs.field(default=150, validator=_non_negative)
+    hangover_manual_ms: int = attrs.field(default=200, validator=_non_negative)
+    min_utterance_ms: int = attrs.field(default=200, validator=_non_negative)
 
 
 @attrs.frozen
@@ -91,6 +94,9 @@ class SessionsConfig:
     inbox_size: int = attrs.field(default=1024, validator=_positive)
     close_drain_ms: int = attrs.field(default=5000, validator=_non_negative)
     idle_timeout_s: float = attrs.field(default=120.0, validator=_positive)
+    max_messages_per_s: float = attrs.field(default=50.0, validator=_positive)
+    group_window_ms: int = attrs.field(default=2000, validator=_non_negative)
+    group_max_parts: int = attrs.field(default=8, validator=_positive)
 
 
 @attrs.frozen

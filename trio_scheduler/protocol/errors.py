@@ -36,7 +36,7 @@ class CloseCode(enum.IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001  # server shutting down
-    POLICY_VIOLATION = 1008
+    POLICY_VIOLATION = 1008  # kept sending above the message rate limit
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     REPLACED = 4001  # a newer socket registered the same node_id

@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 
 from trio_scheduler.protocol.errors import ErrorCode
+from trio_scheduler.sessions.groups import GroupPart
 from trio_scheduler.protocol.messages import (
     JobResult,
     MissingResult,
@@ -103,7 +104,12 @@ MISSING_REASON = {"silence": "silence_detected", "failed": "job_failed", "timeou
 
 
 def outcome_frames(
-    outcome: Outcome, *, session_id: str, trace_id: str, sent_at_ms: int
+    outcome: Outcome,
+    *,
+    session_id: str,
+    trace_id: str,
+    sent_at_ms: int,
+    group: GroupPart | None = None,
 ) -> list[Any]:
     """The frames that report ``outcome``, in the order the client must see them."""
     index, job_id = outcome.utterance_index, outcome.job_id
@@ -126,6 +132,8 @@ def outcome_frames(
                 tts_format=result.tts_format or "pcm16",
                 trace_id=trace_id,
                 extra=result.extra,
+                group_id=group.group_id if group else None,
+                part_index=group.part_index if group else None,
                 service_timings=service_timings(result),
                 network_timings=network_timings(outcome, sent_at_ms),
                 scheduler_sent_at_ms=sent_at_ms,

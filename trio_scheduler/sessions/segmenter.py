@@ -11,7 +11,12 @@ Finalize reasons, highest precedence first (PROTOCOL §2.3):
 * ``TIMEOUT``      no non-empty chunk for ``pause_ms``           padding ``padding_auto_ms``
 * ``SESSION_CLOSE`` what is buffered when the client closes      padding ``padding_auto_ms``
 
-A finalize of an empty buffer produces nothing and does not advance the index.
+A finalize of an empty buffer produces nothing and does not advance the index; neither
+does one shorter than ``min_utterance_ms`` (the web client's burst of tiny silent
+utterances after a pause).
+
+After a cut, the utterance is held for its *hangover* (:class:`HangoverQueue`) before it
+is dispatched; chunks arriving meanwhile already belong to the next utterance.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class SegmenterSettings:
     max_buffer_bytes: int = 512000
     padding_auto_ms: int = 220
     padding_manual_ms: int = 280
+    min_utterance_ms: int = 0
 
     def padding_for(self, reason: FinalizeReason) -> int:
         if reason is FinalizeReason.MAX_LENGTH:
@@ -87,6 +93,8 @@ class Segmenter:
         self._first_received_at_ms: int | None = None
         self._started_at: float | None = None
         self._last_audio_at: float | None = None
+        self._pause_suspended = False
+        self.discarded_short = 0
 
     @property
     def next_index(self) -> int:
@@ -128,6 +136,8 @@ class Segmenter:
     def next_deadline(self) -> float:
         """When :meth:`on_timer` has something to do: a pause ends the buffered utterance,
         or the open turn after a MaxDuration cut; ``inf`` when there is neither."""
+        if self._pause_suspended:
+            return math.inf
         if self._last_audio_at is None or (not self._buffer and self._turn_id is None):
             return math.inf
         return self._last_audio_at + self._settings.pause_ms / 1000
@@ -137,11 +147,24 @@ class Segmenter:
             return self._finalize(now, FinalizeReason.TIMEOUT)
         return None
 
+    def suspend_pause_timer(self) -> None:
+        """TTS is playing: what the microphone hears now is no reason to cut."""
+        self._pause_suspended = True
+
+    def restart_pause_timer(self, now: float) -> None:
+        """Playback ended: the pause is counted from now."""
+        self._pause_suspended = False
+        if self._last_audio_at is not None:
+            self._last_audio_at = now
+
     def flush(self, now: float) -> Segment | None:
         """Finalize whatever is buffered because the session is closing."""
         return self._finalize(now, FinalizeReason.SESSION_CLOSE)
 
     def _finalize(self, now: float, reason: FinalizeReason) -> Segment | None:
+        if self._buffer and self._duration_ms < self._settings.min_utterance_ms:
+            self.discarded_short += 1
+            self._clear_buffer()
         if not self._buffer:
             # Nothing to cut, but a manual cut, pause or close still ends an open turn.
             if reason is not FinalizeReason.MAX_DURATION:
@@ -163,11 +186,7 @@ class Segmenter:
             finalized_at=now,
         )
         self._next_index += 1
-        self._buffer.clear()
-        self._duration_ms = 0
-        self._first_client_ts_ms = None
-        self._first_received_at_ms = None
-        self._started_at = None
+        self._clear_buffer()
         # Consecutive MaxDuration cuts are one long utterance: they share a turn, and the
         # cut that ends it (manual, timeout, …) carries the same turn_id. After a
         # MaxDuration cut the pause timer keeps running, so silence still ends the turn.
@@ -175,3 +194,51 @@ class Segmenter:
             self._turn_id = None
             self._last_audio_at = None
         return segment
+
+    def _clear_buffer(self) -> None:
+        self._buffer.clear()
+        self._duration_ms = 0
+        self._first_client_ts_ms = None
+        self._first_received_at_ms = None
+        self._started_at = None
+
+
+class HangoverQueue:
+    """Holds cut utterances for their hangover before they are dispatched.
+
+    IsFinal cuts wait ``manual_ms``, MaxDuration and Timeout cuts ``auto_ms``; MaxLength
+    and SessionClose cuts have none and release everything held before them, so
+    utterances always leave in index order.
+    """
+
+    def __init__(self, auto_ms: int, manual_ms: int) -> None:
+        self._hangover_s = {
+            FinalizeReason.IS_FINAL: manual_ms / 1000,
+            FinalizeReason.MAX_DURATION: auto_ms / 1000,
+            FinalizeReason.TIMEOUT: auto_ms / 1000,
+        }
+        self._held: list[tuple[float, Segment]] = []
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def hold(self, segment: Segment) -> list[Segment]:
+        """Queue a cut; returns what must be dispatched now."""
+        hangover = self._hangover_s.get(segment.reason, 0.0)
+        if hangover <= 0:
+            return self.release_all() + [segment]
+        self._held.append((segment.finalized_at + hangover, segment))
+        return []
+
+    def next_deadline(self) -> float:
+        return self._held[0][0] if self._held else math.inf
+
+    def release_due(self, now: float) -> list[Segment]:
+        due = []
+        while self._held and self._held[0][0] <= now:
+            due.append(self._held.pop(0)[1])
+        return due
+
+    def release_all(self) -> list[Segment]:
+        held, self._held = [segment for _, segment in self._held], []
+        return held

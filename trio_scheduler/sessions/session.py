@@ -47,6 +47,7 @@ from trio_scheduler.protocol.messages import (
     JobCancel,
     JobResult,
     JobStarted,
+    Pipeline,
     ServerHeartbeat,
     SessionClose,
     SessionCloseAck,
@@ -60,7 +61,14 @@ from trio_scheduler.protocol.messages import (
 from trio_scheduler.sessions.audio import decode_base64
 from trio_scheduler.sessions.ordering import Deliver, OrderedResults, Release
 from trio_scheduler.sessions.outcomes import Outcome, gap_frame, is_silence, outcome_frames
-from trio_scheduler.sessions.segmenter import Segment, Segmenter, SegmenterSettings
+from trio_scheduler.sessions.groups import GroupTracker
+from trio_scheduler.sessions.limits import RateLimiter, Verdict
+from trio_scheduler.sessions.segmenter import (
+    HangoverQueue,
+    Segment,
+    Segmenter,
+    SegmenterSettings,
+)
 from trio_scheduler.sessions.spec import SessionSpec, check_session_init, new_session_id
 from trio_scheduler.store.base import StoreUnavailable
 
@@ -141,8 +149,19 @@ class SessionTask:
                 max_buffer_bytes=seg.max_buffer_bytes,
                 padding_auto_ms=seg.padding_auto_ms,
                 padding_manual_ms=seg.padding_manual_ms,
+                min_utterance_ms=seg.min_utterance_ms,
             ),
             new_turn_id=lambda: f"{self.session_id}-turn-{next(turns)}",
+        )
+        self._hangover = HangoverQueue(seg.hangover_auto_ms, seg.hangover_manual_ms)
+        sessions_config = self._config.sessions
+        self._rate_limiter = RateLimiter(sessions_config.max_messages_per_s)
+        self._groups = GroupTracker(
+            sessions_config.group_window_ms / 1000, sessions_config.group_max_parts
+        )
+        # Client-indexed utterances (the ``utterance`` path) wait here for lower indexes.
+        self._utterances: OrderedResults[tuple[Utterance, int]] = OrderedResults(
+            self._config.results.gap_timeout_ms / 1000, self._config.results.max_pending
         )
         results = self._config.results
         self._ordered: OrderedResults[Outcome] = OrderedResults(
@@ -178,7 +197,9 @@ class SessionTask:
         deadlines = [
             self._last_client_at + self._config.sessions.idle_timeout_s,
             self._segmenter.next_deadline(),
+            self._hangover.next_deadline(),
             self._ordered.next_deadline(),
+            self._utterances.next_deadline(),
         ]
         deadlines.extend(j.deadline for j in self._jobs.values() if j.deadline is not None)
         if self._closing_deadline is not None:
@@ -207,7 +228,12 @@ class SessionTask:
             return
         segment = self._segmenter.on_timer(now)
         if segment is not None:
-            await self._start_job_for_segment(segment, now)
+            await self._cut(segment, now)
+        for held in self._hangover.release_due(now):
+            await self._start_job_for_segment(held, now)
+        for released in self._utterances.on_timer(now):
+            if isinstance(released, Deliver):
+                await self._start_job_for_utterance(*released.item, now)
         for job in [j for j in self._jobs.values() if j.deadline is not None and now >= j.deadline]:
             await self._on_job_deadline(job, now)
         await self._release(self._ordered.on_timer(now))
@@ -217,6 +243,10 @@ class SessionTask:
     # -- client frames -----------------------------------------------------------------
 
     async def _on_client_frame(self, frame: ClientFrame) -> None:
+        verdict = self._rate_limiter.check(trio.current_time())
+        if verdict is not Verdict.ALLOW:
+            await self._on_rate_limited(verdict)
+            return
         if isinstance(frame.raw, bytes):
             await self._send_error(ErrorCode.INVALID_MESSAGE, "binary frames are not supported")
             return
@@ -261,8 +291,13 @@ class SessionTask:
                 await self._send(ServerHeartbeat(self._spec.session_id, self._services.clock_ms()))
             case SessionClose():
                 await self._on_session_close(now)
-            case TtsStarted() | TtsPlayEnded():
-                pass  # playback bookkeeping: accepted, not used for segmentation yet
+            case TtsStarted():
+                self._groups.playback_started()
+                self._segmenter.suspend_pause_timer()
+            case TtsPlayEnded():
+                self._groups.playback_ended(now)
+                if not self._groups.playing:
+                    self._segmenter.restart_pause_timer(now)
 
     async def _on_session_init(self, message: SessionInit, frame: ClientFrame) -> None:
         if self._spec is not None:
@@ -310,19 +345,39 @@ class SessionTask:
             now, payload, message.is_final, message.client_timestamp_ms, frame.received_at_ms
         )
         if segment is not None:
-            await self._start_job_for_segment(segment, now)
+            await self._cut(segment, now)
+
+    async def _on_rate_limited(self, verdict: Verdict) -> None:
+        if verdict is Verdict.CLOSE:
+            log.warning("session over its message rate; closing", session_id=self.session_id)
+            await self._ws.aclose(CloseCode.POLICY_VIOLATION, "message rate limit exceeded")
+            self._finished = True
+        elif verdict is Verdict.REFUSE:
+            limit = self._config.sessions.max_messages_per_s
+            await self._send_error(
+                ErrorCode.RATE_LIMITED,
+                f"more than {limit:g} messages per second: messages are being dropped",
+            )
 
     async def _on_utterance(self, message: Utterance, frame: ClientFrame, now: float) -> None:
-        if message.utterance_index in self._job_by_index:
-            return  # idempotent: the job exists and was already sent
-        audio = decode_base64(message.audio)
-        if audio is None:
+        """Client-indexed utterances are dispatched in index order; a repeated index is
+        idempotent (the existing job stands and is not re-sent)."""
+        index = message.utterance_index
+        if index in self._job_by_index or index < self._utterances.next_index:
+            return
+        if decode_base64(message.audio) is None:
             await self._send_error(
                 ErrorCode.INVALID_MESSAGE, "audio is not valid base64", {"field": "audio"}
             )
             return
-        spec = self._spec
-        assert spec is not None
+        for released in self._utterances.put(index, (message, frame.received_at_ms), now):
+            if isinstance(released, Deliver):
+                await self._start_job_for_utterance(*released.item, now)
+
+    async def _start_job_for_utterance(
+        self, message: Utterance, received_at_ms: int, now: float
+    ) -> None:
+        audio = decode_base64(message.audio) or b""
         job = self._new_job(
             index=message.utterance_index,
             audio=audio,
@@ -332,15 +387,18 @@ class SessionTask:
             turn_id=None,
             flags={"is_manual_cut": message.manual_cut},
             now=now,
-            received_at_ms=frame.received_at_ms,
+            received_at_ms=received_at_ms,
             first_client_ts_ms=None,
+            pipeline=message.pipeline,
         )
         await self._dispatch(job, now)
 
     async def _on_session_close(self, now: float) -> None:
         segment = self._segmenter.flush(now)
         if segment is not None:
-            await self._start_job_for_segment(segment, now)
+            await self._cut(segment, now)
+        for held in self._hangover.release_all():
+            await self._start_job_for_segment(held, now)
         self._closing_deadline = now + self._config.sessions.close_drain_ms / 1000
         await self._maybe_finish_close(now)
 
@@ -358,6 +416,11 @@ class SessionTask:
         self._finished = True
 
     # -- jobs --------------------------------------------------------------------------
+
+    async def _cut(self, segment: Segment, now: float) -> None:
+        """An utterance was cut: it waits out its hangover, then becomes a job."""
+        for ready in self._hangover.hold(segment):
+            await self._start_job_for_segment(ready, now)
 
     async def _start_job_for_segment(self, segment: Segment, now: float) -> None:
         job = self._new_job(
@@ -391,6 +454,7 @@ class SessionTask:
         now: float,
         received_at_ms: int,
         first_client_ts_ms: float | None,
+        pipeline: Pipeline | None = None,
     ) -> Job:
         spec = self._spec
         assert spec is not None
@@ -404,7 +468,7 @@ class SessionTask:
             tgt_lang=spec.tgt_lang,
             dialect=spec.dialect,
             features=spec.features,
-            pipeline=spec.pipeline,
+            pipeline=pipeline or spec.pipeline,
             audio=base64.b64encode(audio).decode("ascii"),
             audio_format=audio_format,
             sample_rate=sample_rate,
@@ -635,9 +699,12 @@ class SessionTask:
         for item in released:
             sent_at_ms = self._services.clock_ms()
             if isinstance(item, Deliver):
+                outcome = item.item
+                has_speech = outcome.result is not None and bool(outcome.result.text_asr)
                 frames = outcome_frames(
-                    item.item, session_id=spec.session_id, trace_id=spec.trace_id,
+                    outcome, session_id=spec.session_id, trace_id=spec.trace_id,
                     sent_at_ms=sent_at_ms,
+                    group=self._groups.assign(trio.current_time(), has_speech),
                 )
             else:
                 frames = [gap_frame(item.index, session_id=spec.session_id,
