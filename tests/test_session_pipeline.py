@@ -1,0 +1,340 @@
+"""The session pipeline: hangovers, short-utterance filter, groups, rate limit, the
+``utterance`` path, partials, and a minute of streaming at the web client's pace."""
+
+from __future__ import annotations
+
+import base64
+import math
+
+import pytest
+import trio
+import trio.testing
+import trio_websocket
+
+from harness import MemoryHarness
+from trio_scheduler.sessions.audio import plan_a_frame
+from trio_scheduler.sessions.groups import GroupPart, GroupTracker
+from trio_scheduler.sessions.limits import RateLimiter, Verdict
+from trio_scheduler.sessions.segmenter import FinalizeReason, HangoverQueue, Segment
+from trio_scheduler.simulate.frames import (
+    audio_chunk_frame,
+    heartbeat_frame,
+    one_way_init,
+    opus_chunk_payload,
+    result_frame,
+)
+
+# -- pure parts ---------------------------------------------------------------------------
+
+
+def segment(index: int, reason: FinalizeReason, at: float) -> Segment:
+    return Segment(index, b"x", 20, reason, 0, "t", None, None, at, at)
+
+
+def test_hangover_queue_holds_by_reason_and_keeps_order():
+    queue = HangoverQueue(auto_ms=150, manual_ms=200)
+    assert queue.hold(segment(0, FinalizeReason.IS_FINAL, 1.0)) == []
+    assert queue.next_deadline() == pytest.approx(1.2)
+    assert queue.release_due(1.19) == []
+    assert [s.utterance_index for s in queue.release_due(1.2)] == [0]
+    assert queue.hold(segment(1, FinalizeReason.TIMEOUT, 5.0)) == []
+    assert queue.next_deadline() == pytest.approx(5.15)
+    # MaxLength has no hangover and releases what is held before it, in order.
+    released = queue.hold(segment(2, FinalizeReason.MAX_LENGTH, 5.05))
+    assert [s.utterance_index for s in released] == [1, 2]
+    assert queue.next_deadline() == math.inf
+    assert queue.hold(segment(3, FinalizeReason.MAX_DURATION, 9.0)) == []
+    assert [s.utterance_index for s in queue.release_all()] == [3]
+
+
+def test_group_tracker_rules():
+    ids = iter(["g1", "g2", "g3", "g4"])
+    groups = GroupTracker(window_s=2.0, max_parts=3, new_group_id=lambda: next(ids))
+    assert groups.assign(0.0, has_speech=False) is None
+    assert groups.assign(0.0, True) == GroupPart("g1", 0)
+    groups.playback_started()
+    assert groups.assign(5.0, True) == GroupPart("g1", 1)  # playing: same group
+    groups.playback_ended(6.0)
+    assert groups.assign(7.9, True) == GroupPart("g1", 2)  # within 2 s of playback end
+    assert groups.assign(7.95, True) == GroupPart("g2", 0)  # g1 has its 3 parts
+    groups.playback_started()
+    groups.playback_ended(8.0)
+    assert groups.assign(10.5, True) == GroupPart("g3", 0)  # 2.5 s after playback ended
+
+
+def test_rate_limiter_refuses_tells_once_per_second_then_closes():
+    limiter = RateLimiter(rate=5)
+    assert [limiter.check(0.0) for _ in range(5)] == [Verdict.ALLOW] * 5
+    assert limiter.check(0.0) is Verdict.REFUSE
+    assert limiter.check(0.0) is Verdict.REFUSE_QUIETLY
+    assert limiter.check(0.2) is Verdict.ALLOW  # one token refilled
+    verdicts = [limiter.check(0.2) for _ in range(5)]
+    assert verdicts == [Verdict.REFUSE_QUIETLY] * 4 + [Verdict.CLOSE]
+    calm = RateLimiter(rate=5)
+    assert all(calm.check(t / 5) is Verdict.ALLOW for t in range(100))
+
+
+# -- the web client's habits ---------------------------------------------------------------
+
+
+async def test_silence_burst_makes_no_job_and_no_error(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery)
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    tiny = base64.b64encode(plan_a_frame([b"\x01" * 63, b"\x02" * 63])).decode()  # 130 bytes
+    assert len(base64.b64decode(tiny)) == 130
+    for seq in range(6):
+        await client.send(audio_chunk_frame(session_id, 2 * seq, payload=tiny))
+        await client.send(audio_chunk_frame(session_id, 2 * seq + 1, is_final=True, payload=""))
+        await trio.sleep(0.256)
+    await trio.sleep(10)
+    await client.send({"type": "client_heartbeat", "session_id": session_id, "timestamp": 1})
+    assert (await client.recv())["type"] == "server_heartbeat"  # nothing came before it
+    assert h.scheduler.dispatcher.counters["jobs_dispatched"] == 0
+    session = h.scheduler.sessions.sessions[session_id]
+    assert session._segmenter.discarded_short == 6
+    # A real utterance afterwards still gets index 0.
+    await client.send(audio_chunk_frame(session_id, 100, is_final=True))
+    assert (await node.recv_type("job_assign"))["utterance_index"] == 0
+
+
+async def test_chunks_during_hangover_belong_to_the_next_utterance(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery)
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    first, second = opus_chunk_payload(fill=1), opus_chunk_payload(fill=2)
+    await client.send(audio_chunk_frame(session_id, 0, payload=first))
+    await client.send(audio_chunk_frame(session_id, 1, is_final=True, payload=""))
+    cut_at = trio.current_time()
+    await trio.sleep(0.1)  # inside the 200 ms hangover
+    await client.send(audio_chunk_frame(session_id, 2, payload=second))
+    job0 = await node.recv_type("job_assign")
+    assert trio.current_time() - cut_at == pytest.approx(0.2)
+    assert job0["audio"] == first
+    await client.send(audio_chunk_frame(session_id, 3, is_final=True, payload=""))
+    job1 = await node.recv_type("job_assign")
+    assert (job1["utterance_index"], job1["audio"]) == (1, second)
+
+
+async def test_playback_suspends_the_pause_cut(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery)
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    playback = {"session_id": session_id, "trace_id": "t", "group_id": "g"}
+    await client.send({"type": "tts_started", "ts_start_ms": 1, **playback})
+    await client.send(audio_chunk_frame(session_id, 0))  # the mic hears the TTS
+    await trio.sleep(10)  # no pause cut while playing
+    await client.send({"type": "tts_play_ended", "ts_end_ms": 2, **playback})
+    ended_at = trio.current_time()
+    job = await node.recv_type("job_assign")
+    assert job["is_timeout_triggered"] is True
+    assert trio.current_time() - ended_at == pytest.approx(3.15)  # pause restarted at end
+
+
+async def test_results_carry_groups(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery)
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    parts = []
+    for index in range(3):
+        await client.send(audio_chunk_frame(session_id, index, is_final=True))
+        job = await node.recv_type("job_assign")
+        await node.send(result_frame(job, node_id))
+        result = await client.recv_type("translation_result")
+        parts.append((result["group_id"], result["part_index"]))
+        playback = {"session_id": session_id, "trace_id": "t", "group_id": result["group_id"]}
+        await client.send({"type": "tts_started", "ts_start_ms": 1, **playback})
+        await client.send({"type": "tts_play_ended", "ts_end_ms": 2, **playback})
+        await trio.sleep(1.0 if index == 0 else 3.0)
+    (g0, p0), (g1, p1), (g2, p2) = parts
+    assert g0 == g1 and (p0, p1) == (0, 1)  # within 2 s of playback end
+    assert g2 != g1 and p2 == 0  # 3 s later: a new group
+
+
+async def test_rate_limit_error_then_close_1008(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery, sessions={"max_messages_per_s": 10})
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    beat = {"type": "client_heartbeat", "session_id": session_id, "timestamp": 1}
+    for _ in range(9):
+        await client.send(beat)
+    for _ in range(9):
+        assert (await client.recv())["type"] == "server_heartbeat"
+    with pytest.raises(trio_websocket.ConnectionClosed):
+        for _ in range(100):  # it keeps going until the server hangs up
+            await client.send(beat)
+    received = []
+    with pytest.raises(trio_websocket.ConnectionClosed):
+        while True:
+            received.append(await client.recv())
+    errors = [f for f in received if f["type"] == "error"]
+    assert [e["code"] for e in errors] == ["RATE_LIMITED"]  # told once, not per message
+    assert client.ws.closed.code == 1008
+
+
+async def test_asr_partial_forwarded_at_once(nursery):
+    h = await MemoryHarness.start(nursery)
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send(audio_chunk_frame(session_id, 0, is_final=True))
+    job = await node.recv_type("job_assign")
+    await client.recv_type("ui_event")  # DISPATCHED
+    await node.send({"type": "asr_partial", "job_id": job["job_id"], "node_id": node_id,
+                     "session_id": session_id, "utterance_index": 0, "text": "你",
+                     "is_final": False, "trace_id": job["trace_id"]})
+    event = await client.recv()
+    partial = await client.recv()
+    assert event["type"] == "ui_event" and event["event"] == "ASR_PARTIAL"
+    assert partial == {"type": "asr_partial", "session_id": session_id, "utterance_index": 0,
+                       "job_id": job["job_id"], "text": "你", "is_final": False,
+                       "trace_id": job["trace_id"]}
+
+
+# -- the ``utterance`` path ------------------------------------------------------------------
+
+
+def utterance(session_id: str, index: int, **extra) -> dict:
+    pcm = b"\x00\x01" * 16000  # 1 s of PCM16 at 16 kHz
+    return {"type": "utterance", "session_id": session_id, "utterance_index": index,
+            "manual_cut": True, "src_lang": "zh", "tgt_lang": "en",
+            "audio": base64.b64encode(pcm).decode(), "audio_format": "pcm16",
+            "sample_rate": 16000, **extra}
+
+
+async def test_utterances_dispatch_in_index_order(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery)
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send(utterance(session_id, 1))
+    await client.send(utterance(session_id, 2))
+    await trio.sleep(1)
+    await client.send(utterance(session_id, 0))
+    indexes = [(await node.recv_type("job_assign"))["utterance_index"] for _ in range(3)]
+    assert indexes == [0, 1, 2]
+
+
+async def test_utterance_gap_times_out_and_duplicates_are_idempotent(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery)
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send(utterance(session_id, 1, pipeline={"use_asr": True, "use_nmt": False,
+                                                          "use_tts": False}))
+    sent_at = trio.current_time()
+    job = await node.recv_type("job_assign")
+    assert job["utterance_index"] == 1
+    assert trio.current_time() - sent_at == pytest.approx(5.0)  # waited for index 0
+    assert job["pipeline"] == {"use_asr": True, "use_nmt": False, "use_tts": False,
+                               "use_semantic": False, "use_tone": False}
+    assert job["audio_format"] == "pcm16" and job["is_manual_cut"] is True
+    await client.send(utterance(session_id, 1))  # duplicate: same job, not re-sent
+    await client.send(utterance(session_id, 0))  # late: its slot was skipped
+    await client.send(utterance(session_id, 2))
+    assert (await node.recv_type("job_assign"))["utterance_index"] == 2
+    assert h.scheduler.dispatcher.counters["jobs_dispatched"] == 2
+
+
+# -- a minute of streaming ------------------------------------------------------------------
+
+
+async def test_a_minute_of_streaming_at_the_web_clients_pace(nursery, autojump_clock):
+    """60 s of 256 ms chunks with pauses, manual cuts and one long utterance; every cut has
+    the right flags, padding, turn and index, and the client gets every result in order."""
+    h = await MemoryHarness.start(nursery)
+    node, node_id = await h.ready_node(max_concurrent_jobs=8)
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    jobs: list[dict] = []
+
+    async def answer_jobs():
+        while True:
+            job = await node.recv_type("job_assign")
+            jobs.append(job)
+            nursery.start_soon(answer_later, job, 0.3 + 0.2 * (job["utterance_index"] % 3))
+
+    async def answer_later(job, delay):
+        await trio.sleep(delay)
+        await node.send(result_frame(job, node_id))
+
+    async def heartbeat():
+        while True:
+            await trio.sleep(15)
+            await node.send(heartbeat_frame(node_id))
+
+    nursery.start_soon(answer_jobs)
+    nursery.start_soon(heartbeat)
+    seq = 0
+
+    async def speak(chunks: int, *, final: bool) -> None:
+        nonlocal seq
+        for _ in range(chunks):
+            await client.send(audio_chunk_frame(session_id, seq,
+                                                client_timestamp_ms=1_700_000_000_000 + seq))
+            seq += 1
+            await trio.sleep(0.256)
+        if final:
+            await client.send(audio_chunk_frame(session_id, seq, is_final=True, payload=""))
+            seq += 1
+
+    # (what the speaker does, expected cuts as (flag, padding))
+    await speak(8, final=True)          # 0: manual
+    await speak(10, final=False)        # 1: pause -> timeout cut
+    await trio.sleep(4.0)
+    await speak(45, final=True)         # 2,3: 10 s max duration (39 × 260 ms), then manual
+    await speak(6, final=True)          # 4: manual
+    await trio.sleep(1.0)
+    await speak(12, final=False)        # 5: timeout
+    await trio.sleep(5.0)
+    await speak(20, final=True)         # 6: manual
+    assert trio.current_time() >= 30
+    results = []
+    while len(results) < 7:
+        results.append(await client.recv_type("translation_result"))
+    assert [r["utterance_index"] for r in results] == list(range(7))
+    jobs.sort(key=lambda j: j["utterance_index"])
+    flags = []
+    for job in jobs:
+        flag = next((f for f in ("is_manual_cut", "is_timeout_triggered",
+                                 "is_max_duration_triggered") if job.get(f)), None)
+        flags.append((flag, job["padding_ms"]))
+    assert flags == [
+        ("is_manual_cut", 280), ("is_timeout_triggered", 220),
+        ("is_max_duration_triggered", 220), ("is_manual_cut", 280), ("is_manual_cut", 280),
+        ("is_timeout_triggered", 220), ("is_manual_cut", 280),
+    ]
+    turns = [job["turn_id"] for job in jobs]
+    assert turns[2] == turns[3]  # the long utterance and the cut that ends it
+    assert len(set(turns)) == 6
+    assert all(r["network_timings"]["web_to_scheduler_ms"] is not None for r in results)
+    await trio.sleep(30)  # a further half minute of silence changes nothing
+    assert len(jobs) == 7
+
+
+async def test_disconnect_leaves_no_task_or_record_behind(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery)
+    node, node_id = await h.ready_node(max_concurrent_jobs=1)
+    await trio.testing.wait_all_tasks_blocked()
+    tasks_before = trio.lowlevel.current_statistics().tasks_living
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send(audio_chunk_frame(session_id, 0, is_final=True))
+    await node.recv_type("job_assign")
+    await client.send(audio_chunk_frame(session_id, 1))  # buffered audio, pause timer on
+    other = h.session()
+    other_id = await h.session_id_for(other, one_way_init("zh", "en"))
+    await other.send(audio_chunk_frame(other_id, 0, is_final=True))
+    await other.recv_type("backpressure")  # a waiting job
+    await other.ws.aclose()
+    await client.ws.aclose()
+    await trio.testing.wait_all_tasks_blocked()
+    assert trio.lowlevel.current_statistics().tasks_living == tasks_before
+    assert h.scheduler.sessions.sessions == {}
+    assert h.scheduler.dispatcher.routed_jobs == 0
+    assert h.scheduler.dispatcher.waiting == 0
+    assert await h.scheduler.store.in_use(node_id, 0) == 0
