@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 import attrs
 import trio
 
@@ -38,6 +40,19 @@ class MemoryHarness:
 
         self.nursery.start_soon(serve_socket)
         return Peer(client_ws)
+
+    def connector(self):
+        """``connect(kind)`` for :func:`trio_scheduler.simulate.replay.replay`."""
+
+        @asynccontextmanager
+        async def open_peer(kind: str):
+            peer = self.session() if kind == "session" else self.node()
+            try:
+                yield peer
+            finally:
+                await peer.ws.aclose()
+
+        return open_peer
 
     def session(self) -> Peer:
         return self._connect(self.scheduler.session_socket)

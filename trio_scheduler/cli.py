@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument(
         "--log-format", choices=("console", "json"), help="overrides [logging] format"
     )
+    serve_cmd.add_argument(
+        "--record-trace", metavar="FILE.jsonl", help="record every frame in and out (see [trace])"
+    )
+    serve_cmd.add_argument(
+        "--trace-audio", choices=("redact", "full"), help="overrides [trace] audio"
+    )
     return parser
 
 
@@ -48,6 +54,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         overrides["store"] = {"redis_url": args.redis_url}
     if args.log_format is not None:
         overrides["logging"] = {"format": args.log_format}
+    trace = {k: v for k, v in (("path", args.record_trace), ("audio", args.trace_audio)) if v}
+    if trace:
+        overrides["trace"] = trace
     try:
         return with_overrides(config, **overrides)
     except (TypeError, ValueError) as exc:

@@ -106,6 +106,13 @@ class ResultsConfig:
 
 
 @attrs.frozen
+class TraceConfig:
+    path: str | None = None
+    audio: str = attrs.field(default="redact", validator=attrs.validators.in_(("redact", "full")))
+    queue_size: int = attrs.field(default=100_000, validator=_positive)
+
+
+@attrs.frozen
 class AdminConfig:
     token: str | None = None
 
@@ -130,6 +137,7 @@ class Config:
     sessions: SessionsConfig = SessionsConfig()
     results: ResultsConfig = ResultsConfig()
     admin: AdminConfig = AdminConfig()
+    trace: TraceConfig = TraceConfig()
     logging: LoggingConfig = LoggingConfig()
 
 

@@ -14,6 +14,7 @@ reservations, then the store closes.
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from urllib.parse import parse_qs
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,6 +34,7 @@ from trio_scheduler.nodes.connection import NodeServices, run_node_socket
 from trio_scheduler.sessions.session import SessionServices, run_session_socket
 from trio_scheduler.store import open_store
 from trio_scheduler.store.base import Store
+from trio_scheduler.trace import RecordingSocket, TraceRecorder
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +56,7 @@ class Scheduler:
     instance_id: str
     port: int | None = None
     accepting: bool = True
+    recorder: TraceRecorder | None = None
 
     @classmethod
     def build(cls, config: Config, store: Store, instance_id: str | None = None) -> Scheduler:
@@ -79,7 +82,14 @@ class Scheduler:
             max_waiting_per_pool=config.jobs.max_waiting_per_pool,
             dedup_window_ms=config.jobs.dedup_window_ms,
         )
+        recorder = None
+        if config.trace.path:
+            recorder = TraceRecorder(
+                Path(config.trace.path), audio=config.trace.audio,
+                queue_size=config.trace.queue_size,
+            )
         return cls(
+            recorder=recorder,
             config=config,
             store=store,
             publisher=publisher,
@@ -93,6 +103,8 @@ class Scheduler:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The background tasks: management owner and the store mirror."""
         async with trio.open_nursery() as nursery:
+            if self.recorder is not None:
+                await nursery.start(self.recorder.run)
             await nursery.start(self.manager.run)
             await nursery.start(self.publisher.mirror_to_store, self.store, self.instance_id)
             task_status.started()
@@ -123,9 +135,13 @@ class Scheduler:
                 background.cancel()
 
     async def session_socket(self, ws: trio_websocket.WebSocketConnection, _: Request | None = None):
+        if self.recorder is not None:
+            ws = RecordingSocket(ws, self.recorder, "session")
         await run_session_socket(ws, self.sessions)
 
     async def node_socket(self, ws: trio_websocket.WebSocketConnection, _: Request | None = None):
+        if self.recorder is not None:
+            ws = RecordingSocket(ws, self.recorder, "node")
         await run_node_socket(ws, self.nodes)
 
     def authorize(self, request: Request) -> Response | None:
