@@ -88,7 +88,7 @@ class Waiter:
     job_id: str
     pairs: frozenset[str]
     inbox: trio.MemorySendChannel
-    woken: bool = False
+    woken_by: str | None = None  # the node whose free slot it was woken for
 
 
 class Counters:
@@ -225,6 +225,7 @@ class Dispatcher:
         Its id is remembered for ``dedup_window_ms`` so that a repeated result is told
         apart (and counted) from a result for a job that never existed.
         """
+        self.stop_waiting(job_id)
         if self._routes.pop(job_id, None) is not None:
             now = trio.current_time()
             self._ended[job_id] = now
@@ -234,7 +235,6 @@ class Dispatcher:
                 if ended_at > cutoff:
                     break
                 del self._ended[oldest_id]
-        self._waiters.pop(job_id, None)
 
     @property
     def routed_jobs(self) -> int:
@@ -298,10 +298,14 @@ class Dispatcher:
     def keep_waiting(self, job_id: str) -> None:
         waiter = self._waiters.get(job_id)
         if waiter is not None:
-            waiter.woken = False
+            waiter.woken_by = None
 
-    def stop_waiting(self, job_id: str) -> None:
-        self._waiters.pop(job_id, None)
+    def stop_waiting(self, job_id: str, *, took_slot: bool = False) -> None:
+        """The job no longer waits. If it was woken for a slot it did not take (it timed
+        out, or its session left meanwhile), the wake goes to the next waiting job."""
+        waiter = self._waiters.pop(job_id, None)
+        if waiter is not None and waiter.woken_by is not None and not took_slot:
+            self._wake_one_for(waiter.woken_by)
 
     @property
     def waiting(self) -> int:
@@ -312,18 +316,22 @@ class Dispatcher:
         if node is None or not node.schedulable:
             return
         for waiter in self._waiters.values():
-            if not waiter.woken and waiter.pairs <= node.pairs:
-                waiter.woken = True
+            if waiter.woken_by is None and waiter.pairs <= node.pairs:
+                waiter.woken_by = node_id
                 _notify(waiter.inbox, CapacityFreed(waiter.job_id))
                 return
 
     def _on_snapshot(self, old: Snapshot, new: Snapshot) -> None:
-        if old.pools == new.pools:
+        if old.pools == new.pools or not self._waiters:
             return
-        # Nodes came or went: let every waiting job try again (a rare event).
+        # A node joined a pool (registered, recovered, …): the jobs waiting for that pool
+        # try again. Nodes leaving free nothing, so they wake no one.
         for waiter in self._waiters.values():
-            if not waiter.woken:
-                waiter.woken = True
+            if waiter.woken_by is not None:
+                continue
+            joined = new.candidates(waiter.pairs) - old.candidates(waiter.pairs)
+            if joined:
+                waiter.woken_by = next(iter(joined))
                 _notify(waiter.inbox, CapacityFreed(waiter.job_id))
 
 

@@ -518,7 +518,7 @@ class SessionTask:
             return
         match outcome:
             case Dispatched(node_id=node_id):
-                self._dispatcher.stop_waiting(job.job_id)
+                self._dispatcher.stop_waiting(job.job_id, took_slot=True)
                 self._transition(job, JobEvent.DISPATCH)
                 job.node_id = node_id
                 job.nodes_tried.add(node_id)
@@ -627,6 +627,10 @@ class SessionTask:
             self._dispatcher.counters.inc("duplicate_job_id_refusals")
             return
         if job.reservation_held:
+            if job.node_id != event.node_id:
+                # An earlier attempt's node answered (it came back): the current attempt
+                # is moot, and its node must not go on running it in a freed slot.
+                self._cancel_on_node(job, "answered by an earlier attempt")
             await self._release_slot(job)
         common = dict(
             utterance_index=job.utterance_index,
