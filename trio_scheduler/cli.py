@@ -82,9 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trio-scheduler: invalid configuration: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.logging.format, config.logging.level)
+    failed = False
     try:
         trio.run(run_until_signalled, config)
-    except OSError as exc:
-        log.error("cannot start", error=str(exc))
-        return 1
-    return 0
+    except* OSError as group:  # e.g. the port is taken
+        for exc in group.exceptions:
+            log.error("cannot start", error=str(exc))
+        failed = True
+    return 1 if failed else 0

@@ -45,12 +45,15 @@ class ServerConfig:
     handshake_timeout_s: float = attrs.field(default=10.0, validator=_positive)
     max_request_head_bytes: int = attrs.field(default=16384, validator=_positive)
     shutdown_grace_s: float = attrs.field(default=5.0, validator=_non_negative)
+    send_timeout_s: float = attrs.field(default=10.0, validator=_positive)
+    max_json_depth: int = attrs.field(default=32, validator=_positive)
 
 
 @attrs.frozen
 class StoreConfig:
     redis_url: str | None = None
     key_prefix: str = "ts:"
+    socket_timeout_s: float = attrs.field(default=5.0, validator=_positive)
 
 
 @attrs.frozen
@@ -64,6 +67,9 @@ class NodesConfig:
     max_gpu_queue: int = attrs.field(default=16, validator=_non_negative)
     pairing_code_ttl_s: float = attrs.field(default=600.0, validator=_positive)
     auth_tokens: list[str] = attrs.Factory(list)
+    register_timeout_s: float = attrs.field(default=30.0, validator=_positive)
+    max_languages: int = attrs.field(default=64, validator=_positive)
+    max_concurrent_jobs_limit: int = attrs.field(default=256, validator=_positive)
     outbound_queue_size: int = attrs.field(default=256, validator=_positive)
 
 
@@ -77,6 +83,7 @@ class SegmentationConfig:
     hangover_auto_ms: int = attrs.field(default=150, validator=_non_negative)
     hangover_manual_ms: int = attrs.field(default=200, validator=_non_negative)
     min_utterance_ms: int = attrs.field(default=200, validator=_non_negative)
+    max_playback_suspend_ms: int = attrs.field(default=30000, validator=_non_negative)
 
 
 @attrs.frozen
@@ -97,6 +104,8 @@ class SessionsConfig:
     max_messages_per_s: float = attrs.field(default=50.0, validator=_positive)
     group_window_ms: int = attrs.field(default=2000, validator=_non_negative)
     group_max_parts: int = attrs.field(default=8, validator=_positive)
+    max_chunk_bytes: int = attrs.field(default=65536, validator=_positive)
+    max_index_ahead: int = attrs.field(default=200, validator=_positive)
 
 
 @attrs.frozen

@@ -213,7 +213,11 @@ async def serve(
     config: Config, *, task_status: trio.TaskStatus[Scheduler] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run the scheduler; reports the running :class:`Scheduler` (with its bound port)."""
-    async with open_store(config.store.redis_url, key_prefix=config.store.key_prefix) as store:
+    async with open_store(
+        config.store.redis_url,
+        key_prefix=config.store.key_prefix,
+        socket_timeout_s=config.store.socket_timeout_s,
+    ) as store:
         scheduler = Scheduler.build(config, store)
         async with scheduler.background_tasks() as service_nursery:
             await _serve_connections(scheduler, service_nursery, task_status)

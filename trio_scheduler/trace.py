@@ -1,8 +1,8 @@
 """Recording every frame in and out, for replay and for finding out what happened.
 
 Connection tasks hand each frame's text to :meth:`TraceRecorder.record`, which only puts
-it on a channel; the recorder's own task parses, redacts and writes the lines in batches
-from a worker thread, so the hot path pays one non-blocking channel send per frame.
+it on a channel; the recorder's own task has the lines parsed, redacted and written in
+batches by worker threads, so the event loop pays one non-blocking channel send per frame.
 
 One JSON object per line::
 
@@ -92,6 +92,9 @@ class TraceRecorder:
         while self._written < target:
             await self._progress.wait()
 
+    def _render(self, batch: list[tuple]) -> bytes:
+        return b"".join(trace_line(*entry, self._audio) + b"\n" for entry in batch)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED):
         async with await trio.open_file(self._path, "ab") as file:
             task_status.started()
@@ -103,7 +106,8 @@ class TraceRecorder:
                             batch.append(self._receive.receive_nowait())
                         except trio.WouldBlock:
                             break
-                    lines = b"".join(trace_line(*e, self._audio) + b"\n" for e in batch)
+                    # Parsing and redacting run in a worker thread, off the event loop.
+                    lines = await trio.to_thread.run_sync(self._render, batch)
                     await file.write(lines)
                     await file.flush()
                     self._written += len(batch)
@@ -118,9 +122,7 @@ class TraceRecorder:
                         except trio.WouldBlock:
                             break
                     if rest:
-                        await file.write(
-                            b"".join(trace_line(*e, self._audio) + b"\n" for e in rest)
-                        )
+                        await file.write(self._render(rest))
                     await file.flush()
                     if self.dropped:
                         log.warning("trace frames dropped", dropped=self.dropped)

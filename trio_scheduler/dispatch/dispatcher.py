@@ -296,9 +296,12 @@ class Dispatcher:
         return True
 
     def keep_waiting(self, job_id: str) -> None:
+        """The woken job could not use the slot (pinned elsewhere, node excluded, slot
+        taken meanwhile): it sleeps again at its place and the wake goes on to the next."""
         waiter = self._waiters.get(job_id)
-        if waiter is not None:
-            waiter.woken_by = None
+        if waiter is not None and waiter.woken_by is not None:
+            node_id, waiter.woken_by = waiter.woken_by, None
+            self._wake_one_for(node_id, after=job_id)
 
     def stop_waiting(self, job_id: str, *, took_slot: bool = False) -> None:
         """The job no longer waits. If it was woken for a slot it did not take (it timed
@@ -311,11 +314,16 @@ class Dispatcher:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    def _wake_one_for(self, node_id: str) -> None:
+    def _wake_one_for(self, node_id: str, *, after: str | None = None) -> None:
         node = self._publisher.current.nodes.get(node_id)
         if node is None or not node.schedulable:
             return
-        for waiter in self._waiters.values():
+        waiters = iter(self._waiters.values())
+        if after is not None:  # only the jobs queued behind ``after``
+            for waiter in waiters:
+                if waiter.job_id == after:
+                    break
+        for waiter in waiters:
             if waiter.woken_by is None and waiter.pairs <= node.pairs:
                 waiter.woken_by = node_id
                 _notify(waiter.inbox, CapacityFreed(waiter.job_id))

@@ -6,11 +6,12 @@ Nothing here awaits or reads a clock; the owner task passes in what it knows.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable
 
 import attrs
 
-from trio_scheduler.management.pools import served_pairs
+from trio_scheduler.management.pools import is_language_tag, normalize_language, served_pairs
 from trio_scheduler.management.snapshot import NodeStatus
 from trio_scheduler.protocol.errors import ErrorCode
 from trio_scheduler.protocol.messages import (
@@ -31,7 +32,44 @@ class Rejection:
     details: dict | None = None
 
 
-def check_registration(message: NodeRegister, *, require_gpu: bool) -> Rejection | None:
+NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+
+
+@attrs.frozen
+class NodeLimits:
+    max_languages: int = 64
+    max_concurrent_jobs: int = 256
+
+
+def check_languages(
+    languages: LanguageCapabilities | None, limits: NodeLimits
+) -> Rejection | None:
+    """Language lists must be short lists of language tags: a node declaring thousands
+    would make its pools (|asr| × |tts| pairs) a cost for everyone."""
+    if languages is None:
+        return None
+    for name in ("asr_languages", "tts_languages", "semantic_languages"):
+        values = getattr(languages, name) or []
+        field = f"language_capabilities.{name}"
+        if len(values) > limits.max_languages:
+            return Rejection(
+                ErrorCode.INVALID_MESSAGE,
+                f"{field} lists more than {limits.max_languages} languages",
+                {"field": field},
+            )
+        for value in values:
+            if not is_language_tag(normalize_language(value)):
+                return Rejection(
+                    ErrorCode.INVALID_MESSAGE,
+                    f"{field} has {value[:32]!r}, not a language tag",
+                    {"field": field},
+                )
+    return None
+
+
+def check_registration(
+    message: NodeRegister, *, require_gpu: bool, limits: NodeLimits = NodeLimits()
+) -> Rejection | None:
     """Why a ``node_register`` cannot be accepted, or None (PROTOCOL §3.3)."""
     schema = message.capability_schema_version
     if schema is not None and schema != SUPPORTED_CAPABILITY_SCHEMA:
@@ -47,13 +85,20 @@ def check_registration(message: NodeRegister, *, require_gpu: bool) -> Rejection
             "this scheduler requires a GPU and hardware.gpus is empty",
             {"field": "hardware.gpus"},
         )
-    if message.max_concurrent_jobs is not None and message.max_concurrent_jobs < 1:
+    capacity = message.max_concurrent_jobs
+    if capacity is not None and not 1 <= capacity <= limits.max_concurrent_jobs:
         return Rejection(
             ErrorCode.INVALID_MESSAGE,
-            "max_concurrent_jobs must be at least 1",
+            f"max_concurrent_jobs must be between 1 and {limits.max_concurrent_jobs}",
             {"field": "max_concurrent_jobs"},
         )
-    return None
+    if message.node_id is not None and not NODE_ID.match(message.node_id):
+        return Rejection(
+            ErrorCode.INVALID_MESSAGE,
+            "node_id must be 1-64 letters, digits or ._:- characters",
+            {"field": "node_id"},
+        )
+    return check_languages(message.language_capabilities, limits)
 
 
 @attrs.frozen

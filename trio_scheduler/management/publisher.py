@@ -17,6 +17,8 @@ from trio_scheduler.store.base import Store, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
+MIRROR_RETRY_S = 1.0  # pause before retrying a failed mirror write
+
 Listener = Callable[[Snapshot, Snapshot], None]
 
 
@@ -71,10 +73,11 @@ class SnapshotPublisher:
                 for node_id in [n for n in written if n not in snapshot.nodes]:
                     await store.remove_node(node_id)
                     del written[node_id]
-            except StoreUnavailable as exc:
-                log.warning("node mirror failed; will retry on next change", error=str(exc))
+            except Exception as exc:  # the mirror is best effort: never take the server down
+                level = log.warning if isinstance(exc, StoreUnavailable) else log.exception
+                level("node mirror failed; retrying", error=str(exc))
                 self._changed.set()
-                await trio.sleep(1.0)
+                await trio.sleep(MIRROR_RETRY_S)
 
 
 def _node_fields(view: NodeView, instance_id: str) -> dict[str, str]:

@@ -18,12 +18,12 @@ import trio_websocket
 
 from trio_scheduler.config import Config
 from trio_scheduler.dispatch.dispatcher import Dispatcher
-from trio_scheduler.management.node_state import check_registration
+from trio_scheduler.management.node_state import NodeLimits, check_languages, check_registration
 from trio_scheduler.management.owner import NodeManager
 from trio_scheduler.nodes.link import NodeLink
 from trio_scheduler.protocol import codec
 from trio_scheduler.protocol.codec import ProtocolError
-from trio_scheduler.protocol.errors import ErrorCode
+from trio_scheduler.protocol.errors import CloseCode, ErrorCode
 from trio_scheduler.protocol.messages import (
     NODE_INBOUND,
     AsrPartialFromNode,
@@ -60,9 +60,12 @@ async def run_node_socket(ws: trio_websocket.WebSocketConnection, services: Node
     """Serve one ``/ws/node`` socket until the node or the server closes it."""
     link = NodeLink(services.config.nodes.outbound_queue_size)
     connection = NodeConnection(ws, services, link)
+    send_timeout = services.config.server.send_timeout_s
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_write_frames, ws, link)
-        nursery.start_soon(_close_when_asked, ws, link, nursery.cancel_scope)
+        nursery.start_soon(_write_frames, ws, link, send_timeout)
+        nursery.start_soon(_close_when_asked, ws, link, nursery.cancel_scope, send_timeout)
+        nursery.start_soon(_close_unless_registered, connection, link,
+                           services.config.nodes.register_timeout_s)
         try:
             await connection.read_frames()
         finally:
@@ -73,19 +76,32 @@ async def run_node_socket(ws: trio_websocket.WebSocketConnection, services: Node
                 await connection.cleanup()
 
 
-async def _write_frames(ws, link: NodeLink) -> None:
+async def _write_frames(ws, link: NodeLink, send_timeout_s: float) -> None:
     try:
         async for frame in link.outbound:
-            await ws.send_message(frame)
+            with trio.move_on_after(send_timeout_s) as scope:
+                await ws.send_message(frame)
+            if scope.cancelled_caught:
+                # A node that stops reading would hold its jobs and slots forever.
+                link.close_soon(CloseCode.UNRESPONSIVE, "not reading its socket")
+                return
     except trio_websocket.ConnectionClosed:
         pass
 
 
-async def _close_when_asked(ws, link: NodeLink, scope: trio.CancelScope) -> None:
+async def _close_when_asked(
+    ws, link: NodeLink, scope: trio.CancelScope, timeout_s: float
+) -> None:
     await link.close_requested.wait()
-    with trio.move_on_after(1.0):
+    with trio.move_on_after(timeout_s):
         await ws.aclose(link.close_code or 1000, link.close_reason)
     scope.cancel()
+
+
+async def _close_unless_registered(connection: NodeConnection, link: NodeLink, timeout_s: float):
+    await trio.sleep(timeout_s)
+    if not connection.registered:
+        link.close_soon(CloseCode.UNRESPONSIVE, "no node_register in time")
 
 
 class NodeConnection:
@@ -94,6 +110,12 @@ class NodeConnection:
         self._services = services
         self._link = link
         self._registration: Registration | None = None
+        nodes = services.config.nodes
+        self._limits = NodeLimits(nodes.max_languages, nodes.max_concurrent_jobs_limit)
+
+    @property
+    def registered(self) -> bool:
+        return self._registration is not None
 
     async def read_frames(self) -> None:
         try:
@@ -108,7 +130,9 @@ class NodeConnection:
             await self._send_error(ErrorCode.INVALID_MESSAGE, "binary frames are not supported")
             return
         try:
-            message = codec.decode(raw, NODE_INBOUND)
+            message = codec.decode(
+                raw, NODE_INBOUND, max_depth=self._services.config.server.max_json_depth
+            )
         except ProtocolError as exc:
             await self._send_error(exc.code, exc.message, exc.details)
             return
@@ -133,6 +157,10 @@ class NodeConnection:
             return
         match message:
             case NodeHeartbeat():
+                rejection = check_languages(message.language_capabilities, self._limits)
+                if rejection is not None:
+                    await self._send_error(rejection.code, rejection.message, rejection.details)
+                    return
                 await self._services.manager.heartbeat(
                     registration.node_id, registration.epoch, message
                 )
@@ -145,7 +173,9 @@ class NodeConnection:
                             code=message.code, message=message.message)
 
     async def _on_register(self, message: NodeRegister) -> None:
-        rejection = check_registration(message, require_gpu=self._services.config.nodes.require_gpu)
+        rejection = check_registration(
+            message, require_gpu=self._services.config.nodes.require_gpu, limits=self._limits
+        )
         if rejection is not None:
             await self._send_error(rejection.code, rejection.message, rejection.details)
             return
@@ -163,7 +193,8 @@ class NodeConnection:
         self._registration = Registration(node_id, registered.epoch)
         structlog.contextvars.bind_contextvars(node_id=node_id)
         log.info("node registered", node_id=node_id, epoch=registered.epoch)
-        await self._ws.send_message(
+        # Through the outbound queue, so the ack precedes any job_assign for this node.
+        self._link.send(
             codec.encode(
                 NodeRegisterAck(
                     node_id=node_id, message="registered", pairing_code=registered.pairing_code
@@ -172,7 +203,9 @@ class NodeConnection:
         )
 
     async def _send_error(self, code: ErrorCode, message: str, details: Any = None) -> None:
-        await self._ws.send_message(codec.encode_error(code, message, details))
+        # Through the outbound queue like every frame: one writer, a bounded wait.
+        if not self._link.send(codec.encode_error(code, message, details)):
+            log.warning("node error frame not sent: outbound queue full", code=str(code))
 
     async def cleanup(self) -> None:
         """The socket is gone: leave the pools, and fail over the node's jobs — unless a

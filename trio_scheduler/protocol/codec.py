@@ -86,14 +86,42 @@ def _first_problem(exc: cattrs.ClassValidationError) -> tuple[str, str | None]:
     return message, field
 
 
-def decode(raw: str | bytes, table: Mapping[str, type]) -> Any:
-    """Parse one frame into the message class its ``type`` names in ``table``."""
+DEFAULT_MAX_DEPTH = 32
+
+
+def nesting_depth(data: Any, limit: int) -> int:
+    """Depth of nested arrays/objects in ``data``, counting up to ``limit + 1`` at most."""
+    deepest = 0
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def decode(raw: str | bytes, table: Mapping[str, type], *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """Parse one frame into the message class its ``type`` names in ``table``.
+
+    Nesting deeper than ``max_depth`` is refused here: such a frame could be read but not
+    written back (orjson writes at most 254 levels), so it would fail later, far from here.
+    """
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ProtocolError("frame is not valid JSON") from None
     if not isinstance(data, dict):
         raise ProtocolError("frame must be a JSON object")
+    if nesting_depth(data, max_depth) > max_depth:
+        raise ProtocolError(f"frame is nested deeper than {max_depth} levels")
     kind = data.get("type")
     if not isinstance(kind, str):
         raise ProtocolError("missing string field 'type'", field="type")

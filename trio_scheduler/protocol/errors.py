@@ -41,6 +41,7 @@ class CloseCode(enum.IntEnum):
     INTERNAL_ERROR = 1011
     REPLACED = 4001  # a newer socket registered the same node_id
     HEARTBEAT_TIMEOUT = 4002  # a node sent no heartbeat for heartbeat_timeout_s
+    UNRESPONSIVE = 4003  # a node did not register in time, or stopped reading its socket
     IDLE_TIMEOUT = 4008
 
 

@@ -6,6 +6,7 @@ becomes frames only when its turn comes (so ``scheduler_sent_at_ms`` is the real
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import attrs
@@ -30,7 +31,7 @@ class Outcome:
 
     utterance_index: int
     job_id: str | None
-    kind: str  # "result" | "silence" | "failed" | "timeout"
+    kind: str  # "result" | "silence" | "failed" | "timeout" | "gap"
     result: JobResult | None = None
     result_received_at_ms: int | None = None
     error_code: ErrorCode | None = None
@@ -43,7 +44,7 @@ class Outcome:
 def is_silence(result: JobResult) -> bool:
     """An empty answer, or the agent's explicit "nothing was said" (§2.4)."""
     reason = (result.extra or {}).get("reason")
-    if reason in SILENCE_REASONS:
+    if isinstance(reason, str) and reason in SILENCE_REASONS:
         return True
     return not result.text_asr and not result.text_translated and not result.tts_audio
 
@@ -54,18 +55,30 @@ def service_timings(result: JobResult) -> ServiceTimings | None:
         numbers = {
             k: v
             for k, v in reported.items()
-            if k in ("asr_ms", "nmt_ms", "tts_ms", "total_ms")
-            and isinstance(v, int | float)
-            and not isinstance(v, bool)
+            if k in ("asr_ms", "nmt_ms", "tts_ms", "total_ms") and _sane(v)
         }
         return ServiceTimings(**numbers)
-    if result.processing_time_ms is not None:
+    if _sane(result.processing_time_ms):
         return ServiceTimings(total_ms=result.processing_time_ms)
     return None
 
 
+MAX_SANE_MS = 2**53  # beyond, a peer's number is nonsense (and would not survive JSON)
+
+
+def _sane(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and abs(value) <= MAX_SANE_MS
+    )
+
+
 def _non_negative(value: float | None) -> int | None:
-    return None if value is None else max(0, round(value))
+    if value is None or not _sane(value):
+        return None  # peers' clocks and numbers are not trusted to be sane
+    return max(0, round(value))
 
 
 def network_timings(outcome: Outcome, sent_at_ms: int) -> NetworkTimings:
@@ -77,13 +90,13 @@ def network_timings(outcome: Outcome, sent_at_ms: int) -> NetworkTimings:
     """
     result = outcome.result
     web = None
-    if outcome.first_client_ts_ms is not None and outcome.audio_received_at_ms is not None:
+    if _sane(outcome.first_client_ts_ms) and outcome.audio_received_at_ms is not None:
         web = outcome.audio_received_at_ms - outcome.first_client_ts_ms
     to_node = from_node = None
     if result is not None and outcome.dispatched_at_ms is not None:
         received = outcome.result_received_at_ms or sent_at_ms
-        processing = result.processing_time_ms
-        completed = result.node_completed_at_ms
+        processing = result.processing_time_ms if _sane(result.processing_time_ms) else None
+        completed = result.node_completed_at_ms if _sane(result.node_completed_at_ms) else None
         if completed is not None and processing is not None:
             to_node = completed - processing - outcome.dispatched_at_ms
             from_node = received - completed
@@ -100,7 +113,12 @@ def network_timings(outcome: Outcome, sent_at_ms: int) -> NetworkTimings:
     )
 
 
-MISSING_REASON = {"silence": "silence_detected", "failed": "job_failed", "timeout": "job_timeout"}
+MISSING_REASON = {
+    "silence": "silence_detected",
+    "failed": "job_failed",
+    "timeout": "job_timeout",
+    "gap": "gap_timeout",
+}
 
 
 def outcome_frames(

@@ -93,7 +93,7 @@ class Segmenter:
         self._first_received_at_ms: int | None = None
         self._started_at: float | None = None
         self._last_audio_at: float | None = None
-        self._pause_suspended = False
+        self._pause_suspended_until: float | None = None
         self.discarded_short = 0
 
     @property
@@ -136,24 +136,29 @@ class Segmenter:
     def next_deadline(self) -> float:
         """When :meth:`on_timer` has something to do: a pause ends the buffered utterance,
         or the open turn after a MaxDuration cut; ``inf`` when there is neither."""
-        if self._pause_suspended:
-            return math.inf
+        if self._pause_suspended_until is not None:
+            return self._pause_suspended_until
         if self._last_audio_at is None or (not self._buffer and self._turn_id is None):
             return math.inf
         return self._last_audio_at + self._settings.pause_ms / 1000
 
     def on_timer(self, now: float) -> Segment | None:
+        if self._pause_suspended_until is not None:
+            if now >= self._pause_suspended_until:
+                self.restart_pause_timer(now)  # playback never reported its end
+            return None
         if now >= self.next_deadline():
             return self._finalize(now, FinalizeReason.TIMEOUT)
         return None
 
-    def suspend_pause_timer(self) -> None:
-        """TTS is playing: what the microphone hears now is no reason to cut."""
-        self._pause_suspended = True
+    def suspend_pause_timer(self, until: float = math.inf) -> None:
+        """TTS is playing: what the microphone hears now is no reason to cut — until
+        ``until`` at the latest, in case the end of playback is never reported."""
+        self._pause_suspended_until = until
 
     def restart_pause_timer(self, now: float) -> None:
         """Playback ended: the pause is counted from now."""
-        self._pause_suspended = False
+        self._pause_suspended_until = None
         if self._last_audio_at is not None:
             self._last_audio_at = now
 

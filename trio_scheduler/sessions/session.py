@@ -168,7 +168,6 @@ class SessionTask:
             results.gap_timeout_ms / 1000, results.max_pending
         )
         self._jobs: dict[str, Job] = {}  # job_id -> job
-        self._job_by_index: dict[int, str] = {}
         self._sticky_node_id: str | None = None
         self._busy_signalled = False
         self._last_client_at = trio.current_time()
@@ -189,9 +188,21 @@ class SessionTask:
                 event = await inbox.receive()
             now = trio.current_time()
             if event is not None:
-                await self._handle(event, now)
+                try:
+                    await self._handle(event, now)
+                except Exception:
+                    # A bug must not cost the user the session: the event is dropped,
+                    # logged, and the session goes on.
+                    log.exception("session event failed", session_id=self.session_id,
+                                  event=type(event).__name__)
             if not self._finished:
-                await self._on_timers(trio.current_time())
+                try:
+                    await self._on_timers(trio.current_time())
+                except Exception:
+                    # A failing timer would fire again at once: end the session instead.
+                    log.exception("session timer failed", session_id=self.session_id)
+                    await self._close(CloseCode.INTERNAL_ERROR, "internal error")
+                    self._finished = True
 
     def _next_deadline(self) -> float:
         deadlines = [
@@ -223,7 +234,7 @@ class SessionTask:
     async def _on_timers(self, now: float) -> None:
         if now >= self._last_client_at + self._config.sessions.idle_timeout_s:
             log.info("session idle; closing", session_id=self.session_id)
-            await self._ws.aclose(CloseCode.IDLE_TIMEOUT, "idle timeout")
+            await self._close(CloseCode.IDLE_TIMEOUT, "idle timeout")
             self._finished = True
             return
         segment = self._segmenter.on_timer(now)
@@ -231,9 +242,7 @@ class SessionTask:
             await self._cut(segment, now)
         for held in self._hangover.release_due(now):
             await self._start_job_for_segment(held, now)
-        for released in self._utterances.on_timer(now):
-            if isinstance(released, Deliver):
-                await self._start_job_for_utterance(*released.item, now)
+        await self._release_utterances(self._utterances.on_timer(now), now)
         for job in [j for j in self._jobs.values() if j.deadline is not None and now >= j.deadline]:
             await self._on_job_deadline(job, now)
         await self._release(self._ordered.on_timer(now))
@@ -251,7 +260,9 @@ class SessionTask:
             await self._send_error(ErrorCode.INVALID_MESSAGE, "binary frames are not supported")
             return
         try:
-            message = codec.decode(frame.raw, SESSION_INBOUND)
+            message = codec.decode(
+                frame.raw, SESSION_INBOUND, max_depth=self._config.server.max_json_depth
+            )
         except UnknownMessageType as exc:
             if exc.kind in ROOM_MESSAGE_TYPES:
                 await self._send_error(
@@ -274,7 +285,7 @@ class SessionTask:
         if message.session_id != self._spec.session_id:
             await self._send_error(
                 ErrorCode.INVALID_SESSION,
-                f"session_id {message.session_id!r} does not belong to this socket",
+                f"session_id {message.session_id[:64]!r} does not belong to this socket",
                 {"field": "session_id"},
             )
             return
@@ -293,7 +304,8 @@ class SessionTask:
                 await self._on_session_close(now)
             case TtsStarted():
                 self._groups.playback_started()
-                self._segmenter.suspend_pause_timer()
+                limit_s = self._config.segmentation.max_playback_suspend_ms / 1000
+                self._segmenter.suspend_pause_timer(until=now + limit_s)
             case TtsPlayEnded():
                 self._groups.playback_ended(now)
                 if not self._groups.playing:
@@ -337,6 +349,13 @@ class SessionTask:
         )
 
     async def _on_audio_chunk(self, message: AudioChunk, frame: ClientFrame, now: float) -> None:
+        limit = self._config.sessions.max_chunk_bytes
+        if message.payload and len(message.payload) * 3 // 4 > limit:
+            await self._send_error(
+                ErrorCode.INVALID_MESSAGE, f"audio chunk larger than {limit} bytes",
+                {"field": "payload"},
+            )
+            return
         payload = decode_base64(message.payload)
         if payload is None:
             self.undecodable_payloads += 1
@@ -350,7 +369,7 @@ class SessionTask:
     async def _on_rate_limited(self, verdict: Verdict) -> None:
         if verdict is Verdict.CLOSE:
             log.warning("session over its message rate; closing", session_id=self.session_id)
-            await self._ws.aclose(CloseCode.POLICY_VIOLATION, "message rate limit exceeded")
+            await self._close(CloseCode.POLICY_VIOLATION, "message rate limit exceeded")
             self._finished = True
         elif verdict is Verdict.REFUSE:
             limit = self._config.sessions.max_messages_per_s
@@ -363,16 +382,32 @@ class SessionTask:
         """Client-indexed utterances are dispatched in index order; a repeated index is
         idempotent (the existing job stands and is not re-sent)."""
         index = message.utterance_index
-        if index in self._job_by_index or index < self._utterances.next_index:
+        ahead = self._config.sessions.max_index_ahead
+        if index < 0 or index > self._utterances.next_index + ahead:
+            await self._send_error(
+                ErrorCode.INVALID_MESSAGE,
+                f"utterance_index {index} is outside [{self._utterances.next_index}, "
+                f"{self._utterances.next_index + ahead}]",
+                {"field": "utterance_index"},
+            )
             return
         if decode_base64(message.audio) is None:
             await self._send_error(
                 ErrorCode.INVALID_MESSAGE, "audio is not valid base64", {"field": "audio"}
             )
             return
-        for released in self._utterances.put(index, (message, frame.received_at_ms), now):
-            if isinstance(released, Deliver):
-                await self._start_job_for_utterance(*released.item, now)
+        await self._release_utterances(
+            self._utterances.put(index, (message, frame.received_at_ms), now), now
+        )
+
+    async def _release_utterances(self, released: list[Release], now: float) -> None:
+        for item in released:
+            if isinstance(item, Deliver):
+                await self._start_job_for_utterance(*item.item, now)
+            else:  # the client never sent this index: report the gap in order
+                await self._release(
+                    self._ordered.put(item.index, Outcome(item.index, None, "gap"), now)
+                )
 
     async def _start_job_for_utterance(
         self, message: Utterance, received_at_ms: int, now: float
@@ -399,6 +434,7 @@ class SessionTask:
             await self._cut(segment, now)
         for held in self._hangover.release_all():
             await self._start_job_for_segment(held, now)
+        await self._release_utterances(self._utterances.on_timer(math.inf), now)
         self._closing_deadline = now + self._config.sessions.close_drain_ms / 1000
         await self._maybe_finish_close(now)
 
@@ -412,7 +448,7 @@ class SessionTask:
         assert self._spec is not None
         self._closing_deadline = None
         await self._send(SessionCloseAck(self._spec.session_id))
-        await self._ws.aclose(CloseCode.NORMAL, "session closed")
+        await self._close(CloseCode.NORMAL, "session closed")
         self._finished = True
 
     # -- jobs --------------------------------------------------------------------------
@@ -493,7 +529,6 @@ class SessionTask:
             first_client_ts_ms=first_client_ts_ms,
         )
         self._jobs[job_id] = job
-        self._job_by_index[index] = job_id
         return job
 
     async def _dispatch(self, job: Job, now: float) -> None:
@@ -727,23 +762,40 @@ class SessionTask:
     async def _send_text(self, text: str) -> None:
         if self._finished:
             return
-        try:
-            await self._ws.send_message(text)
-        except trio_websocket.ConnectionClosed:
-            # The browser is gone; the reader reports it too. Stop here, clean up after.
+        with trio.move_on_after(self._config.server.send_timeout_s) as scope:
+            try:
+                await self._ws.send_message(text)
+            except trio_websocket.ConnectionClosed:
+                # The browser is gone; the reader reports it too. Stop, clean up after.
+                self._finished = True
+        if scope.cancelled_caught:
+            # A browser that stops reading would pin this task (and its timers) forever.
+            log.warning("session not reading; dropping it", session_id=self.session_id)
             self._finished = True
+
+    async def _close(self, code: int, reason: str) -> None:
+        """Close the socket; a peer that never answers the close does not hold us."""
+        with trio.move_on_after(self._config.server.send_timeout_s):
+            await self._ws.aclose(code, reason)
 
     # -- the end -------------------------------------------------------------------------
 
     async def cleanup(self) -> None:
         """Stop everything of the session: cancel its jobs on the nodes, free their slots,
-        forget its routes and its id. Runs shielded after the socket is gone."""
+        forget its routes and its id. Runs shielded (and bounded) after the socket is gone:
+        the bookkeeping comes first, so a stalled store cannot leave a ghost session."""
+        held = []
         for job in list(self._jobs.values()):
             if job.reservation_held:
                 self._cancel_on_node(job, "session closed")
-                await self._release_slot(job)
+                held.append((job.job_id, job.attempt_id, job.node_id))
             self._transition(job, JobEvent.CANCEL)
             self._dispatcher.forget(job.job_id)
         self._jobs.clear()
         if self._spec is not None:
             self._services.sessions.pop(self._spec.session_id, None)
+        for job_id, attempt_id, node_id in held:
+            try:
+                await self._dispatcher.release(job_id, attempt_id, node_id)
+            except StoreUnavailable:
+                log.warning("release failed; the reservation will expire", job_id=job_id)

@@ -24,7 +24,9 @@ __all__ = [
 
 
 @asynccontextmanager
-async def open_store(redis_url: str | None, *, key_prefix: str = "ts:") -> AsyncIterator[Store]:
+async def open_store(
+    redis_url: str | None, *, key_prefix: str = "ts:", socket_timeout_s: float = 5.0
+) -> AsyncIterator[Store]:
     """Yield the configured store for the block's duration.
 
     ``redis_url=None`` gives a fresh :class:`MemoryStore` (``key_prefix`` does not apply);
@@ -36,5 +38,7 @@ async def open_store(redis_url: str | None, *, key_prefix: str = "ts:") -> Async
     # Imported here so the embedded default never imports redis-py.
     from trio_scheduler.store.redis import open_redis_store
 
-    async with open_redis_store(redis_url, key_prefix=key_prefix) as store:
+    async with open_redis_store(
+        redis_url, key_prefix=key_prefix, socket_timeout_s=socket_timeout_s
+    ) as store:
         yield store

@@ -108,11 +108,26 @@ class _Request:
         error = self.error
         if error is None:
             return self.value
-        if self.batch_error or isinstance(error, _UNREACHABLE):
+        if self.batch_error or isinstance(error, _UNREACHABLE) or _server_state_error(error):
             # A fresh exception per caller: a shared instance raised in several tasks would
             # have its traceback rewritten by each of them.
             raise StoreUnavailable(f"Redis store unavailable: {error}") from error
         raise error  # this command's own error reply (WRONGTYPE, …): a fresh instance
+
+
+# Error replies that say the server cannot take writes right now (failover, memory,
+# persistence, replicas), not that the command was wrong: the store is unavailable.
+_SERVER_STATE_ERRORS = frozenset(
+    {"READONLY", "OOM", "MISCONF", "NOREPLICAS", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN",
+     "CLUSTERDOWN"}
+)
+
+
+def _server_state_error(error: BaseException) -> bool:
+    if not isinstance(error, redis.ResponseError):
+        return False
+    words = str(error).split(maxsplit=1)
+    return bool(words) and words[0] in _SERVER_STATE_ERRORS
 
 
 class RedisStore:
@@ -301,7 +316,11 @@ class RedisStore:
 
 @asynccontextmanager
 async def open_redis_store(
-    url: str, *, key_prefix: str = "ts:", client: redis.Redis | None = None
+    url: str,
+    *,
+    key_prefix: str = "ts:",
+    client: redis.Redis | None = None,
+    socket_timeout_s: float = 5.0,
 ) -> AsyncIterator[RedisStore]:
     """Open a :class:`RedisStore` on ``url`` and run its bridge task for the block's duration.
 
@@ -315,7 +334,12 @@ async def open_redis_store(
     """
     owns_client = client is None
     if client is None:
-        client = redis.Redis.from_url(url, decode_responses=True)
+        client = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=socket_timeout_s,
+        )
     try:
         store = RedisStore(client, key_prefix=key_prefix)
         try:

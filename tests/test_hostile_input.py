@@ -1,0 +1,233 @@
+"""Malformed and hostile input: a clear error or a documented close, never a crash, and
+the server keeps serving everyone else."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import orjson
+import pytest
+import redis
+import trio
+import trio.testing
+
+from harness import MemoryHarness
+from trio_scheduler.simulate.frames import (
+    audio_chunk_frame,
+    heartbeat_frame,
+    one_way_init,
+    register_frame,
+    result_frame,
+)
+from trio_scheduler.store.base import StoreUnavailable
+from trio_scheduler.store.redis import _Request, _server_state_error
+
+
+def nested(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth):
+        value = {"x": value}
+    return value
+
+
+def utterance(session_id: str, index: int) -> dict:
+    return {"type": "utterance", "session_id": session_id, "utterance_index": index,
+            "manual_cut": True, "src_lang": "zh", "tgt_lang": "en",
+            "audio": base64.b64encode(b"\x00" * 32000).decode(), "audio_format": "pcm16",
+            "sample_rate": 16000}
+
+
+@pytest.mark.parametrize("index", [-1, 10**12, 201])
+async def test_utterance_index_out_of_range_is_refused(nursery, index):
+    h = await MemoryHarness.start(nursery)
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send(utterance(session_id, index))
+    reply = await client.recv()
+    assert reply["code"] == "INVALID_MESSAGE" and reply["details"] == {"field": "utterance_index"}
+
+
+async def test_utterance_gap_is_reported_once_in_order(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery)
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send(utterance(session_id, 1))
+    sent = trio.current_time()
+    gap = await client.recv_type("missing_result")
+    assert (gap["utterance_index"], gap["reason"]) == (0, "gap_timeout")
+    assert trio.current_time() - sent == pytest.approx(5.0)  # one gap timeout, not two
+    job = await node.recv_type("job_assign")
+    await node.send(result_frame(job, node_id))
+    assert (await client.recv_type("translation_result"))["utterance_index"] == 1
+
+
+async def test_session_close_dispatches_waiting_utterances(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery)
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send(utterance(session_id, 1))
+    await client.send({"type": "session_close", "session_id": session_id, "reason": "bye"})
+    job = await node.recv_type("job_assign")
+    assert job["utterance_index"] == 1
+    await node.send(result_frame(job, node_id))
+    frames = []
+    while (frame := await client.recv())["type"] != "session_close_ack":
+        frames.append(frame)
+    kinds = [(f["type"], f.get("utterance_index")) for f in frames
+             if f["type"] in ("missing_result", "translation_result")]
+    assert kinds == [("missing_result", 0), ("translation_result", 1)]
+
+
+async def test_oversized_audio_chunk_is_refused(nursery):
+    h = await MemoryHarness.start(nursery, sessions={"max_chunk_bytes": 1000})
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    big = base64.b64encode(b"\x01" * 5000).decode()
+    await client.send(audio_chunk_frame(session_id, 0, payload=big))
+    reply = await client.recv()
+    assert reply["code"] == "INVALID_MESSAGE" and reply["details"] == {"field": "payload"}
+
+
+@pytest.mark.parametrize("kind", ["session", "node"])
+async def test_deeply_nested_frames_are_refused(nursery, kind):
+    h = await MemoryHarness.start(nursery)
+    peer = h.session() if kind == "session" else h.node()
+    frame = one_way_init("zh", "en") if kind == "session" else register_frame()
+    frame["features"] = nested(300)
+    await peer.send(json.dumps(frame))  # deeper than orjson itself can write
+    reply = await peer.recv()
+    assert reply["code"] == "INVALID_MESSAGE" and "nested deeper" in reply["message"]
+
+
+async def test_insane_numbers_and_shapes_from_a_node_do_not_break_the_session(nursery):
+    h = await MemoryHarness.start(nursery)
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(
+        client, one_way_init("zh", "en")
+    )
+    await client.send(audio_chunk_frame(session_id, 0, is_final=True,
+                                        client_timestamp_ms=-1e300))
+    job = await node.recv_type("job_assign")
+    await node.send(result_frame(job, node_id, processing_time_ms=1.7e308,
+                                 node_completed_at_ms=-1.7e308,
+                                 extra={"reason": [], "service_timings": {"asr_ms": 1e300}}))
+    result = await client.recv_type("translation_result")
+    assert result["network_timings"]["web_to_scheduler_ms"] is None
+    assert result["network_timings"]["scheduler_to_node_ms"] is None
+    assert result["service_timings"] == {"asr_ms": None, "nmt_ms": None, "tts_ms": None,
+                                         "total_ms": None}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"language_capabilities": {"asr_languages": [f"l{i}a" for i in range(65)],
+                                    "tts_languages": ["en"]}},
+         "language_capabilities.asr_languages"),
+        ({"language_capabilities": {"asr_languages": ["zh", "<script>"],
+                                    "tts_languages": ["en"]}},
+         "language_capabilities.asr_languages"),
+        ({"max_concurrent_jobs": 2**40}, "max_concurrent_jobs"),
+        ({"node_id": "x" * 200}, "node_id"),
+        ({"node_id": "bad id with spaces"}, "node_id"),
+    ],
+)
+async def test_hostile_registrations_are_refused(nursery, change, field):
+    h = await MemoryHarness.start(nursery)
+    node = h.node()
+    await node.send(register_frame(**change))
+    reply = await node.recv()
+    assert reply["code"] == "INVALID_MESSAGE" and reply["details"] == {"field": field}
+    assert h.scheduler.publisher.current.nodes == {}
+
+
+async def test_heartbeat_with_bad_languages_is_refused_and_not_applied(nursery):
+    h = await MemoryHarness.start(nursery)
+    node, node_id = await h.ready_node()
+    frame = heartbeat_frame(node_id)
+    frame["language_capabilities"]["asr_languages"] = ["zh"] * 100
+    await node.send(frame)
+    reply = await node.recv()
+    assert reply["code"] == "INVALID_MESSAGE"
+    assert "zh:en" in h.scheduler.publisher.current.pools
+
+
+async def test_node_that_never_registers_is_closed(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery, nodes={"register_timeout_s": 30.0})
+    node = h.node()
+    opened = trio.current_time()
+    with pytest.raises(Exception):
+        await node.recv()
+    assert node.ws.closed.code == 4003
+    assert trio.current_time() - opened == pytest.approx(30.0)
+
+
+async def test_playback_without_end_suspends_pause_cuts_only_so_long(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery, segmentation={"max_playback_suspend_ms": 20000})
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send({"type": "tts_started", "session_id": session_id, "trace_id": "t",
+                       "group_id": "g", "ts_start_ms": 1})
+    started = trio.current_time()
+    await client.send(audio_chunk_frame(session_id, 0))
+    job = await node.recv_type("job_assign")
+    assert job["is_timeout_triggered"] is True
+    assert trio.current_time() - started == pytest.approx(20.0 + 3.0 + 0.15)
+
+
+async def test_pinned_waiter_passes_a_wake_it_cannot_use(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery)
+    node_a = h.node()
+    await node_a.send(register_frame(max_concurrent_jobs=1))
+    ack = await node_a.recv()
+    a_id = ack["node_id"]
+    await node_a.send(heartbeat_frame(a_id))
+    await h.wait_node_status(a_id, "ready")
+    node_b, b_id = await h.ready_node(max_concurrent_jobs=1)
+    pinned, free, other = h.session(), h.session(), h.session()
+    pinned_id = await h.session_id_for(pinned, one_way_init("zh", "en",
+                                                            pairing_code=ack["pairing_code"]))
+    free_id = await h.session_id_for(free, one_way_init("zh", "en"))
+    other_id = await h.session_id_for(other, one_way_init("zh", "en"))
+    # Fill both nodes, then queue the pinned job first and a free one behind it.
+    await other.send(audio_chunk_frame(other_id, 0, is_final=True))
+    await pinned.send(audio_chunk_frame(pinned_id, 0, is_final=True))
+    jobs = {}
+    for peer, node_id in ((node_a, a_id), (node_b, b_id)):
+        jobs[node_id] = await peer.recv_type("job_assign")
+    await pinned.send(audio_chunk_frame(pinned_id, 1, is_final=True))
+    await pinned.recv_type("backpressure")
+    await free.send(audio_chunk_frame(free_id, 0, is_final=True))
+    await free.recv_type("backpressure")
+    # B frees a slot: the pinned job (first in line) cannot use it; the free one must.
+    await node_b.send(result_frame(jobs[b_id], b_id))
+    job = await node_b.recv_type("job_assign")
+    assert job["session_id"] == free_id
+
+
+def test_redis_server_state_errors_mean_unavailable():
+    assert _server_state_error(redis.ResponseError("READONLY You can't write against a replica"))
+    assert _server_state_error(redis.ResponseError("NOREPLICAS Not enough good replicas"))
+    assert not _server_state_error(redis.ResponseError("WRONGTYPE Operation against a key"))
+    request = _Request.__new__(_Request)
+    request.value, request.error, request.batch_error = None, None, False
+    request.fail(redis.ResponseError("OOM command not allowed"), batch=False)
+    with pytest.raises(StoreUnavailable):
+        request.outcome()
+
+
+async def test_peer_errors_do_not_reach_other_sessions(nursery):
+    h = await MemoryHarness.start(nursery)
+    good = h.session()
+    good_id = await h.session_id_for(good, one_way_init("zh", "en"))
+    bad = h.session()
+    for raw in ["{", '{"type":"session_init"}', orjson.dumps(nested(40)).decode(), "[]"]:
+        await bad.send(raw)
+        assert (await bad.recv())["type"] == "error"
+    await good.send({"type": "client_heartbeat", "session_id": good_id, "timestamp": 1})
+    assert (await good.recv())["type"] == "server_heartbeat"
