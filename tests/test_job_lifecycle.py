@@ -17,6 +17,13 @@ async def one_job(h: MemoryHarness, client, session_id: str, index: int, node):
     return await node.recv_type("job_assign")
 
 
+async def error_event(client) -> dict:
+    """The next ``ui_event`` ERROR the client gets (skipping DISPATCHED and the like)."""
+    while (event := await client.recv_type("ui_event"))["event"] != "ERROR":
+        pass
+    return event
+
+
 async def reservations(h: MemoryHarness, *node_ids: str) -> list[int]:
     return [await h.scheduler.store.in_use(n, 0) for n in node_ids]
 
@@ -62,9 +69,7 @@ async def test_failover_exhausted_reports_node_unavailable(nursery):
         node_id, job = await assigned.receive()
         attempts.append((node_id, job["attempt_id"]))
         await peers[node_id].ws.aclose()
-    event = await client.recv_type("ui_event")
-    while event["event"] != "ERROR":
-        event = await client.recv_type("ui_event")
+    event = await error_event(client)
     assert event["error_code"] == "NODE_UNAVAILABLE"
     assert (await client.recv_type("missing_result"))["reason"] == "job_failed"
     assert [attempt for _, attempt in attempts] == [1, 2]
@@ -82,9 +87,7 @@ async def test_node_loss_without_other_node_fails_the_job(nursery):
     session_id = await h.session_id_for(client, one_way_init("zh", "en"))
     await one_job(h, client, session_id, 0, node)
     await node.ws.aclose()
-    event = await client.recv_type("ui_event")
-    while event["event"] != "ERROR":
-        event = await client.recv_type("ui_event")
+    event = await error_event(client)
     assert event["error_code"] == "NODE_UNAVAILABLE"
     missing = await client.recv_type("missing_result")
     assert missing["utterance_index"] == 0 and missing["reason"] == "job_failed"
@@ -150,18 +153,14 @@ async def test_node_error_result_maps_code_and_reports_missing(nursery):
     job = await one_job(h, client, session_id, 0, node)
     await node.send(result_frame(job, node_id, success=False,
                                  error={"code": "PROCESSING_ERROR", "message": "job cancelled"}))
-    event = await client.recv_type("ui_event")
-    while event["event"] != "ERROR":
-        event = await client.recv_type("ui_event")
+    event = await error_event(client)
     assert (event["error_code"], event["hint"]) == ("INTERNAL_ERROR", "job cancelled")
     assert event["status"] == "error"
     assert (await client.recv_type("missing_result"))["reason"] == "job_failed"
     job1 = await one_job(h, client, session_id, 1, node)
     await node.send(result_frame(job1, node_id, success=False,
                                  error={"code": "NMT_TIMEOUT", "message": "slow"}))
-    event = await client.recv_type("ui_event")
-    while event["event"] != "ERROR":
-        event = await client.recv_type("ui_event")
+    event = await error_event(client)
     assert event["error_code"] == "NMT_TIMEOUT"
 
 
