@@ -270,6 +270,7 @@ class NodeLoad:
         self.assigns: list[list[Any]] = []  # [session_id, index, read_at]
         self.counts: Counter[str] = Counter()
         self.nodes: list[FakeNode] = []
+        self.in_flight: list[list[float]] = []  # [time, jobs running on all nodes]
 
     def hook(self, node: FakeNode):
         def on_event(kind: str, frame: dict[str, Any]) -> None:
@@ -295,9 +296,15 @@ class NodeLoad:
                 self.nodes.append(node)
                 await nursery.start(node.run)
             probe_ms = await self.probe()
+            nursery.start_soon(self.sample_in_flight)
             emit(event="ready", nodes=len(self.nodes), probe_ms=probe_ms)
             await read_command()
             nursery.cancel_scope.cancel()
+
+    async def sample_in_flight(self) -> None:
+        while True:
+            self.in_flight.append([now(), sum(n.in_flight for n in self.nodes)])
+            await trio.sleep(0.5)
 
     async def probe(self) -> float | None:
         """One session that retries until an utterance comes back: the nodes are usable."""
@@ -330,6 +337,7 @@ class NodeLoad:
         return {
             "nodes": len(self.nodes), "assigns": self.assigns, "counts": dict(self.counts),
             "max_in_flight": max((n.max_in_flight for n in self.nodes), default=0),
+            "in_flight": self.in_flight,
             "closed": [n.close_reason for n in self.nodes if n.close_reason is not None],
         }
 

@@ -182,32 +182,34 @@ async def test_playback_without_end_suspends_pause_cuts_only_so_long(nursery, au
 
 async def test_pinned_waiter_passes_a_wake_it_cannot_use(nursery, autojump_clock):
     h = await MemoryHarness.start(nursery)
-    node_a = h.node()
-    await node_a.send(register_frame(max_concurrent_jobs=1))
-    ack = await node_a.recv()
-    a_id = ack["node_id"]
-    await node_a.send(heartbeat_frame(a_id))
-    await h.wait_node_status(a_id, "ready")
-    node_b, b_id = await h.ready_node(max_concurrent_jobs=1)
-    pinned, free, other = h.session(), h.session(), h.session()
-    pinned_id = await h.session_id_for(pinned, one_way_init("zh", "en",
-                                                            pairing_code=ack["pairing_code"]))
+    nodes = {}
+    for name in ("a", "b"):
+        peer = h.node()
+        await peer.send(register_frame(max_concurrent_jobs=1))
+        ack = await peer.recv()
+        await peer.send(heartbeat_frame(ack["node_id"]))
+        await h.wait_node_status(ack["node_id"], "ready")
+        nodes[name] = (peer, ack["node_id"], ack["pairing_code"])
+    (node_a, a_id, a_code), (node_b, b_id, b_code) = nodes["a"], nodes["b"]
+    pinned_a, pinned_b, free = h.session(), h.session(), h.session()
+    a_session = await h.session_id_for(pinned_a, one_way_init("zh", "en", pairing_code=a_code))
+    b_session = await h.session_id_for(pinned_b, one_way_init("zh", "en", pairing_code=b_code))
     free_id = await h.session_id_for(free, one_way_init("zh", "en"))
-    other_id = await h.session_id_for(other, one_way_init("zh", "en"))
-    # Fill both nodes, then queue the pinned job first and a free one behind it.
-    await other.send(audio_chunk_frame(other_id, 0, is_final=True))
-    await pinned.send(audio_chunk_frame(pinned_id, 0, is_final=True))
-    jobs = {}
-    for peer, node_id in ((node_a, a_id), (node_b, b_id)):
-        jobs[node_id] = await peer.recv_type("job_assign")
-    await pinned.send(audio_chunk_frame(pinned_id, 1, is_final=True))
-    await pinned.recv_type("backpressure")
+    # Fill both nodes, then queue a job pinned to A first and a free one behind it.
+    await pinned_a.send(audio_chunk_frame(a_session, 0, is_final=True))
+    await pinned_b.send(audio_chunk_frame(b_session, 0, is_final=True))
+    await node_a.recv_type("job_assign")
+    job_b = await node_b.recv_type("job_assign")
+    await pinned_a.send(audio_chunk_frame(a_session, 1, is_final=True))
+    await pinned_a.recv_type("backpressure")
     await free.send(audio_chunk_frame(free_id, 0, is_final=True))
     await free.recv_type("backpressure")
-    # B frees a slot: the pinned job (first in line) cannot use it; the free one must.
-    await node_b.send(result_frame(jobs[b_id], b_id))
+    # B frees a slot: the job pinned to A (first in line) cannot use it; the free one must.
+    freed_at = trio.current_time()
+    await node_b.send(result_frame(job_b, b_id))
     job = await node_b.recv_type("job_assign")
     assert job["session_id"] == free_id
+    assert trio.current_time() - freed_at < 1.0  # at once, not after a pending timeout
 
 
 def test_redis_server_state_errors_mean_unavailable():
