@@ -98,7 +98,8 @@ class JobsConfig:
 
 @attrs.frozen
 class SessionsConfig:
-    inbox_size: int = attrs.field(default=1024, validator=_positive)
+    inbox_size: int = attrs.field(default=64, validator=_positive)
+    node_inbox_size: int = attrs.field(default=1024, validator=_positive)
     close_drain_ms: int = attrs.field(default=5000, validator=_non_negative)
     idle_timeout_s: float = attrs.field(default=120.0, validator=_positive)
     max_messages_per_s: float = attrs.field(default=50.0, validator=_positive)

@@ -14,7 +14,7 @@ import collections
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import structlog
@@ -33,6 +33,13 @@ def wall_ms() -> int:
 
 
 # -- events delivered to a session's inbox ------------------------------------------
+
+
+class Inbox(Protocol):
+    """Where a session task takes node events (see ``sessions.inbox.SessionInbox``)."""
+
+    def put_node(self, event: Any) -> bool: ...
+
 
 
 @attrs.frozen
@@ -79,7 +86,7 @@ Outcome = Dispatched | NoNode | AllFull
 @attrs.define
 class JobRoute:
     session_id: str
-    inbox: trio.MemorySendChannel
+    inbox: Inbox
     nodes: set[str]  # every node an attempt was sent to: results accepted only from these
 
 
@@ -87,7 +94,7 @@ class JobRoute:
 class Waiter:
     job_id: str
     pairs: frozenset[str]
-    inbox: trio.MemorySendChannel
+    inbox: Inbox
     woken_by: str | None = None  # the node whose free slot it was woken for
 
 
@@ -128,6 +135,7 @@ class Dispatcher:
         self._in_flight: collections.Counter[str] = collections.Counter()  # node -> our slots
         self._routes: dict[str, JobRoute] = {}
         self._waiters: collections.OrderedDict[str, Waiter] = collections.OrderedDict()
+        self._waiting_per_pool: collections.Counter[frozenset[str]] = collections.Counter()
         self._dedup_window_s = dedup_window_ms / 1000
         self._ended: dict[str, float] = {}  # job_id -> when it ended (insertion ordered)
         publisher.add_listener(self._on_snapshot)
@@ -160,7 +168,7 @@ class Dispatcher:
         frame: str,
         pairs: frozenset[str],
         session_id: str,
-        inbox: trio.MemorySendChannel,
+        inbox: Inbox,
         sticky_node_id: str | None,
         exclude: frozenset[str] = frozenset(),
         pinned_node_id: str | None = None,
@@ -172,8 +180,14 @@ class Dispatcher:
             ids &= {pinned_node_id}
         if not ids:
             return NoNode()
+        # Nodes this instance alone already fills cannot take the job: no store call for
+        # them (another instance's reservations are still checked by the store).
+        nodes = [snapshot.nodes[i] for i in ids]
+        open_nodes = [n for n in nodes if self._in_flight[n.node_id] < n.max_concurrent_jobs]
+        if not open_nodes:
+            return AllFull()
         ranked = rank_candidates(
-            [snapshot.nodes[i] for i in ids],
+            open_nodes,
             sticky_node_id=sticky_node_id,
             load=self.load,
             rng=self._rng,
@@ -259,14 +273,9 @@ class Dispatcher:
         if node_id not in route.nodes or session_id != route.session_id:
             self.counters.inc("node_frames_foreign")
             return False
-        try:
-            route.inbox.send_nowait(NodeMessage(message, node_id, self.clock_ms()))
-        except trio.WouldBlock:
+        if not route.inbox.put_node(NodeMessage(message, node_id, self.clock_ms())):
             # The session is not keeping up; its job timeout will report the outcome.
             self.counters.inc("session_inbox_full")
-            log.warning("session inbox full; node frame dropped", job_id=job_id)
-            return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
             return False
         return True
 
@@ -280,7 +289,7 @@ class Dispatcher:
     # -- waiting for capacity ----------------------------------------------------------
 
     def wait_for_capacity(
-        self, job_id: str, pairs: frozenset[str], inbox: trio.MemorySendChannel
+        self, job_id: str, pairs: frozenset[str], inbox: Inbox
     ) -> bool:
         """Queue a job until a slot frees; False when its pool's queue is full.
 
@@ -290,9 +299,10 @@ class Dispatcher:
         """
         if job_id in self._waiters:
             return True
-        if sum(1 for w in self._waiters.values() if w.pairs == pairs) >= self._max_waiting:
+        if self._waiting_per_pool[pairs] >= self._max_waiting:
             return False
         self._waiters[job_id] = Waiter(job_id, pairs, inbox)
+        self._waiting_per_pool[pairs] += 1
         return True
 
     def keep_waiting(self, job_id: str) -> None:
@@ -307,7 +317,12 @@ class Dispatcher:
         """The job no longer waits. If it was woken for a slot it did not take (it timed
         out, or its session left meanwhile), the wake goes to the next waiting job."""
         waiter = self._waiters.pop(job_id, None)
-        if waiter is not None and waiter.woken_by is not None and not took_slot:
+        if waiter is None:
+            return
+        self._waiting_per_pool[waiter.pairs] -= 1
+        if not self._waiting_per_pool[waiter.pairs]:
+            del self._waiting_per_pool[waiter.pairs]
+        if waiter.woken_by is not None and not took_slot:
             self._wake_one_for(waiter.woken_by)
 
     @property
@@ -348,8 +363,5 @@ def _still_schedulable(snapshot: Snapshot, node: NodeView) -> bool:
     return current is not None and current.link is node.link and current.schedulable
 
 
-def _notify(inbox: trio.MemorySendChannel, event: Any) -> None:
-    try:
-        inbox.send_nowait(event)
-    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
+def _notify(inbox: Inbox, event: Any) -> None:
+    inbox.put_node(event)

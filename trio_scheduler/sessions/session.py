@@ -2,9 +2,9 @@
 
 The audio buffer and its timers, the session's jobs, and its ordered result queue live in
 this task and nowhere else, so they need no lock: per-session serialisation comes from
-being one task. Everything reaches it through one inbox channel — client frames from the
-reader task, node frames routed by the dispatcher, capacity and node-loss notices — and
-timers are deadlines of the one ``receive`` call.
+being one task. Everything reaches it through its inbox — client frames from the reader
+task; node frames, capacity and node-loss notices routed by the dispatcher, which are
+taken first — and timers are deadlines of the one ``get`` call.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ from trio_scheduler.sessions.audio import decode_base64
 from trio_scheduler.sessions.ordering import Deliver, OrderedResults, Release
 from trio_scheduler.sessions.outcomes import Outcome, gap_frame, is_silence, outcome_frames
 from trio_scheduler.sessions.groups import GroupTracker
+from trio_scheduler.sessions.inbox import SessionInbox
 from trio_scheduler.sessions.limits import RateLimiter, Verdict
 from trio_scheduler.sessions.segmenter import (
     HangoverQueue,
@@ -102,13 +103,13 @@ class SessionServices:
 
 async def run_session_socket(ws: trio_websocket.WebSocketConnection, services: SessionServices):
     """Serve one ``/ws/session`` socket until the client or the server closes it."""
-    size = services.config.sessions.inbox_size
-    inbox_send, inbox_receive = trio.open_memory_channel[Any](size)
-    session = SessionTask(ws, services, inbox_send)
+    sessions = services.config.sessions
+    inbox = SessionInbox(sessions.inbox_size, sessions.node_inbox_size)
+    session = SessionTask(ws, services, inbox)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_read_client, ws, inbox_send.clone(), services.clock_ms)
+        nursery.start_soon(_read_client, ws, inbox, services.clock_ms)
         try:
-            await session.run(inbox_receive)
+            await session.run(inbox)
         finally:
             nursery.cancel_scope.cancel()
             # Shielded so cleanup also runs on shutdown, bounded so it cannot hang it.
@@ -117,14 +118,13 @@ async def run_session_socket(ws: trio_websocket.WebSocketConnection, services: S
                 await session.cleanup()
 
 
-async def _read_client(ws, inbox: trio.MemorySendChannel, clock_ms) -> None:
-    async with inbox:
-        try:
-            while True:
-                raw = await ws.get_message()
-                await inbox.send(ClientFrame(raw, clock_ms()))
-        except trio_websocket.ConnectionClosed as exc:
-            await inbox.send(ClientGone(exc.reason.code if exc.reason else None))
+async def _read_client(ws, inbox: SessionInbox, clock_ms) -> None:
+    try:
+        while True:
+            raw = await ws.get_message()
+            await inbox.put_client(ClientFrame(raw, clock_ms()))
+    except trio_websocket.ConnectionClosed as exc:
+        await inbox.put_client(ClientGone(exc.reason.code if exc.reason else None))
 
 
 class SessionTask:
@@ -132,7 +132,7 @@ class SessionTask:
         self,
         ws: trio_websocket.WebSocketConnection,
         services: SessionServices,
-        inbox: trio.MemorySendChannel,
+        inbox: SessionInbox,
     ) -> None:
         self._ws = ws
         self._services = services
@@ -181,11 +181,9 @@ class SessionTask:
 
     # -- the loop ----------------------------------------------------------------------
 
-    async def run(self, inbox: trio.MemoryReceiveChannel) -> None:
+    async def run(self, inbox: SessionInbox) -> None:
         while not self._finished:
-            event = None
-            with trio.move_on_at(self._next_deadline()):
-                event = await inbox.receive()
+            event = await inbox.get(self._next_deadline())
             now = trio.current_time()
             if event is not None:
                 try:

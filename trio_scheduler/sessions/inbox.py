@@ -1,0 +1,58 @@
+"""A session task's inbox: node events before client frames.
+
+Client frames arrive through a bounded channel, so a client that outpaces its session is
+slowed down by TCP backpressure. Node events (results, node loss, capacity wake-ups) are
+put without waiting — a node connection must never block on a session — and are always
+taken first: under load, a result releases its node slot at once instead of queueing
+behind a backlog of audio chunks, which is what keeps an overloaded server dispatching.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Any
+
+import trio
+
+
+class SessionInbox:
+    def __init__(self, client_size: int, node_size: int) -> None:
+        self._client_send, self._client_receive = trio.open_memory_channel[Any](client_size)
+        self._node_events: collections.deque[Any] = collections.deque()
+        self._node_size = node_size
+        self._arrived = trio.Event()
+        self.dropped_node_events = 0
+
+    async def put_client(self, event: Any) -> None:
+        """From the socket reader: waits while the session is behind."""
+        await self._client_send.send(event)
+        self._arrived.set()
+
+    def put_node(self, event: Any) -> bool:
+        """From node connections and the dispatcher: never waits; False when full."""
+        if len(self._node_events) >= self._node_size:
+            self.dropped_node_events += 1
+            return False
+        self._node_events.append(event)
+        self._arrived.set()
+        return True
+
+    async def get(self, deadline: float = math.inf) -> Any | None:
+        """The next event, node events first; None when ``deadline`` passes first."""
+        while True:
+            if self._node_events:
+                await trio.lowlevel.checkpoint()
+                return self._node_events.popleft()
+            try:
+                event = self._client_receive.receive_nowait()
+            except trio.WouldBlock:
+                pass
+            else:
+                await trio.lowlevel.checkpoint()
+                return event
+            self._arrived = trio.Event()
+            with trio.move_on_at(deadline):
+                await self._arrived.wait()
+                continue
+            return None
