@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make serve` and `make test`.
-.PHONY: serve test demo bench-store
+.PHONY: serve test demo bench bench-store
 
 serve:  ## run the scheduler on :5010 with the embedded store
 	@scripts/bootstrap.sh
@@ -16,3 +16,7 @@ demo:  ## a server, two fake nodes and a fake browser, in one terminal
 bench-store:  ## store latency and CPU per reservation (embedded store; add ARGS=--redis-url=…)
 	@scripts/bootstrap.sh
 	.venv/bin/python scripts/bench_store.py $(ARGS)
+
+bench:  ## load benchmark: server, browsers and nodes in separate processes (ARGS=--sessions 100 …)
+	@scripts/bootstrap.sh
+	.venv/bin/python scripts/bench.py $(ARGS)
