@@ -88,6 +88,9 @@ class JobRoute:
     session_id: str
     inbox: Inbox
     nodes: set[str]  # every node an attempt was sent to: results accepted only from these
+    # node id -> the connection (link) the latest attempt on that node went through, so a
+    # connection that ends reports only its own jobs, never a newer connection's.
+    links: dict[str, Any] = attrs.Factory(dict)
 
 
 @attrs.define
@@ -216,6 +219,7 @@ class Dispatcher:
             if route is None:
                 route = self._routes[job_id] = JobRoute(session_id, inbox, set())
             route.nodes.add(node.node_id)
+            route.links[node.node_id] = node.link
             if not node.link.send(frame):
                 self._in_flight[node.node_id] -= 1
                 await self._store.release(node.node_id, member)
@@ -279,11 +283,14 @@ class Dispatcher:
             return False
         return True
 
-    def node_lost(self, node_id: str) -> None:
-        """Tell every session with a job on ``node_id`` that the node is gone."""
-        self._in_flight.pop(node_id, None)
+    def node_lost(self, node_id: str, link: Any) -> None:
+        """Tell every session with a job sent through ``link`` that the node is gone.
+
+        Each session releases its slot when it handles the notice, which also brings this
+        instance's count for the node back down.
+        """
         for job_id, route in list(self._routes.items()):
-            if node_id in route.nodes:
+            if route.links.get(node_id) is link:
                 _notify(route.inbox, NodeLost(job_id, node_id))
 
     # -- waiting for capacity ----------------------------------------------------------

@@ -217,4 +217,4 @@ class NodeConnection:
         removed = await self._services.manager.disconnect(registration.node_id, registration.epoch)
         if removed:
             log.info("node offline", node_id=registration.node_id)
-            self._services.dispatcher.node_lost(registration.node_id)
+            self._services.dispatcher.node_lost(registration.node_id, self._link)
