@@ -121,3 +121,30 @@ async def test_shutdown_closes_sockets_with_1001(nursery, store_kind, request):
     await stopped.wait()
     with pytest.raises(OSError):
         await trio.open_tcp_stream("127.0.0.1", server.port)
+
+
+async def test_session_origin_and_token_rules(start_server):
+    server = await start_server(sessions={"allowed_origins": ["https://app.example"],
+                                          "auth_tokens": ["s-tok"]})
+    url = server.session_url
+    for headers, status in [
+        ([], 403),
+        ([(b"Origin", b"https://evil.example")], 403),
+        ([(b"Origin", b"https://app.example")], 401),
+    ]:
+        with pytest.raises(trio_websocket.HandshakeError) as refused:
+            async with trio_websocket.open_websocket_url(url, extra_headers=headers):
+                pass
+        assert refused.value.status_code == status
+    async with trio_websocket.open_websocket_url(
+        url + "?token=s-tok", extra_headers=[(b"Origin", b"https://app.example")]
+    ) as ws:
+        await ws.send_message(orjson.dumps(one_way_init("zh", "en")).decode())
+        assert orjson.loads(await ws.get_message())["type"] == "session_init_ack"
+
+
+async def test_connections_above_the_limit_get_503(start_server):
+    server = await start_server(server={"max_connections": 2})
+    async with connect(server.session_url), connect(server.session_url):
+        status, body = await http_get(server.port, "/health")
+        assert (status, body) == (503, {"error": "too many connections"})

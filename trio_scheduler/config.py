@@ -46,6 +46,7 @@ class ServerConfig:
     max_request_head_bytes: int = attrs.field(default=16384, validator=_positive)
     shutdown_grace_s: float = attrs.field(default=5.0, validator=_non_negative)
     send_timeout_s: float = attrs.field(default=10.0, validator=_positive)
+    max_connections: int = attrs.field(default=10000, validator=_positive)
     max_json_depth: int = attrs.field(default=32, validator=_positive)
 
 
@@ -107,6 +108,8 @@ class SessionsConfig:
     group_max_parts: int = attrs.field(default=8, validator=_positive)
     max_chunk_bytes: int = attrs.field(default=65536, validator=_positive)
     max_index_ahead: int = attrs.field(default=200, validator=_positive)
+    allowed_origins: list[str] = attrs.Factory(list)
+    auth_tokens: list[str] = attrs.Factory(list)
 
 
 @attrs.frozen

@@ -148,12 +148,22 @@ class Scheduler:
         """Refuse a WebSocket upgrade before the handshake (None: let it through).
 
         With ``[nodes] auth_tokens`` set, a node must present one of them: an
-        unauthenticated peer must never receive a user's audio.
+        unauthenticated peer must never receive a user's audio. Sessions may be limited to
+        ``[sessions] allowed_origins`` and/or ``[sessions] auth_tokens``.
         """
         tokens = self.config.nodes.auth_tokens
         if request.path == "/ws/node" and tokens:
             if not any(_token_matches(request, token) for token in tokens):
                 return Response.json(401, {"error": "a valid node token is required"})
+        if request.path == "/ws/session":
+            sessions = self.config.sessions
+            origin = request.headers.get("origin")
+            if sessions.allowed_origins and origin not in sessions.allowed_origins:
+                return Response.json(403, {"error": "origin not allowed"})
+            if sessions.auth_tokens and not any(
+                _token_matches(request, token) for token in sessions.auth_tokens
+            ):
+                return Response.json(401, {"error": "a valid session token is required"})
         return None
 
     async def http(self, request: Request) -> Response:
@@ -239,6 +249,7 @@ async def _serve_connections(
         max_head_bytes=config.server.max_request_head_bytes,
         handshake_timeout_s=config.server.handshake_timeout_s,
         close_timeout_s=config.server.shutdown_grace_s,
+        max_connections=config.server.max_connections,
         protocol_nursery=service_nursery,
         authorize=scheduler.authorize,
     )

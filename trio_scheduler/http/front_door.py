@@ -142,17 +142,22 @@ class FrontDoor:
     max_head_bytes: int
     handshake_timeout_s: float
     close_timeout_s: float
+    max_connections: int
     # Where trio-websocket's per-socket protocol tasks run. It must outlive the handlers:
     # on shutdown a handler's closing handshake needs its reader task still running.
     protocol_nursery: trio.Nursery
     authorize: Callable[[Request], Response | None] = lambda request: None
+    open_connections: int = 0
 
     async def handle(self, stream: trio.SocketStream) -> None:
         """Serve one connection; whatever goes wrong stays inside this connection."""
+        self.open_connections += 1
         try:
             await self._handle(stream)
         except Exception:
             log.exception("connection handler failed")
+        finally:
+            self.open_connections -= 1
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:
@@ -165,6 +170,10 @@ class FrontDoor:
             await self._reply_and_close(stream, Response.json(400, {"error": "bad request"}))
             return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        if self.open_connections > self.max_connections:
+            # Over the limit: a plain refusal the peer can retry, before any real work.
+            await self._reply_and_close(stream, Response.json(503, {"error": "too many connections"}))
             return
         if not request.is_websocket:
             try:
