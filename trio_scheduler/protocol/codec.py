@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
 import cattrs
 import orjson
 from cattrs.preconf.orjson import make_converter
@@ -151,7 +150,3 @@ def encode_error(code: ErrorCode | str, message: str, details: dict[str, Any] | 
     return orjson.dumps(
         {"type": "error", "code": str(code), "message": message, "details": details}
     ).decode()
-
-
-def is_message(obj: Any) -> bool:
-    return attrs.has(type(obj)) and hasattr(type(obj), "TYPE")

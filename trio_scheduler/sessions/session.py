@@ -159,11 +159,12 @@ class SessionTask:
         self._groups = GroupTracker(
             sessions_config.group_window_ms / 1000, sessions_config.group_max_parts
         )
+        results = self._config.results
         # Client-indexed utterances (the ``utterance`` path) wait here for lower indexes.
         self._utterances: OrderedResults[tuple[Utterance, int]] = OrderedResults(
-            self._config.results.gap_timeout_ms / 1000, self._config.results.max_pending
+            results.gap_timeout_ms / 1000, results.max_pending
         )
-        results = self._config.results
+        # Every utterance's outcome waits here for its turn to be delivered.
         self._ordered: OrderedResults[Outcome] = OrderedResults(
             results.gap_timeout_ms / 1000, results.max_pending
         )
