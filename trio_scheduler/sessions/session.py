@@ -79,7 +79,8 @@ log = structlog.get_logger(__name__)
 @attrs.frozen
 class ClientFrame:
     raw: str | bytes
-    received_at_ms: int
+    received_at_ms: int  # wall clock, for network timings
+    arrived_at: float  # trio clock: rates are judged by arrival, not by when we got to it
 
 
 @attrs.frozen
@@ -122,7 +123,7 @@ async def _read_client(ws, inbox: SessionInbox, clock_ms) -> None:
     try:
         while True:
             raw = await ws.get_message()
-            await inbox.put_client(ClientFrame(raw, clock_ms()))
+            await inbox.put_client(ClientFrame(raw, clock_ms(), trio.current_time()))
     except trio_websocket.ConnectionClosed as exc:
         await inbox.put_client(ClientGone(exc.reason.code if exc.reason else None))
 
@@ -251,7 +252,7 @@ class SessionTask:
     # -- client frames -----------------------------------------------------------------
 
     async def _on_client_frame(self, frame: ClientFrame) -> None:
-        verdict = self._rate_limiter.check(trio.current_time())
+        verdict = self._rate_limiter.check(frame.arrived_at)
         if verdict is not Verdict.ALLOW:
             await self._on_rate_limited(verdict)
             return
