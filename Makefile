@@ -18,5 +18,5 @@ bench-store:  ## store latency and CPU per reservation (embedded store; add ARGS
 	.venv/bin/python scripts/bench_store.py $(ARGS)
 
 bench:  ## load benchmark: server, browsers and nodes in separate processes (ARGS=--sessions 100 …)
-	@scripts/bootstrap.sh
+	@scripts/bootstrap.sh --with-bench
 	.venv/bin/python scripts/bench.py $(ARGS)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make this checkout runnable: a virtualenv with the package and its test tools, and
-# (with --with-redis) a redis-server binary for the integration tests.
+# (with --with-redis) a redis-server binary for the integration tests, or (with
+# --with-bench) the benchmark's plotting and progress-bar libraries.
 # Idempotent and quick when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,11 +14,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 
-stamp="$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+extras=test
+[ "${1:-}" = "--with-bench" ] && extras=test,bench
+stamp="$VENV/.installed-$extras-$(sha1sum pyproject.toml | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
-  echo "bootstrap: installing the package and its test tools" >&2
+  echo "bootstrap: installing the package and its [$extras] tools" >&2
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e '.[test]'
+  "$VENV/bin/python" -m pip install --quiet -e ".[$extras]"
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi
