@@ -98,6 +98,10 @@ async def test_chaos_in_memory_under_mock_clock(nursery, autojump_clock, seed):
     print(report.summary())
     problems = report.violations()
     assert not problems, "\n".join([report.summary(), *problems])
+    # No node is given a job while it runs ``capacity`` others (as far as the scheduler
+    # was told).
+    overcommits = report.capacity_violations(include_known=True)
+    assert not overcommits, "\n".join([report.summary(), *overcommits])
 
 
 async def test_answer_from_an_earlier_attempt_cancels_the_current_one(nursery, autojump_clock):
@@ -127,30 +131,9 @@ async def test_answer_from_an_earlier_attempt_cancels_the_current_one(nursery, a
     # be told to drop it (job_cancel) before it is given anything else (PROTOCOL §3.3).
     await client.send(audio_chunk_frame(session_id, 2))
     await client.send(audio_chunk_frame(session_id, 3, is_final=True, payload=""))
-    with trio.move_on_after(60):
+    with trio.fail_after(60):
         frame = await node_b.recv_type("job_cancel", "job_assign")
         assert frame["type"] == "job_cancel" and frame["job_id"] == first["job_id"], (
             f"node B (capacity 1, still running {first['job_id']} attempt 2) got "
             f"{frame['type']} {frame['job_id']} (utterance {frame.get('utterance_index')})"
         )
-
-
-@pytest.mark.parametrize("seed", SEEDS)
-async def test_chaos_never_overcommits_a_node(nursery, autojump_clock, seed):
-    """No node is given a job while it runs ``capacity`` others (as far as the scheduler
-    was told)."""
-    h = await MemoryHarness.start(nursery)
-    with trio.fail_after(3600):
-        report = await run_chaos(
-            h.scheduler,
-            open_node=_memory_socket(h.node),
-            open_session=_memory_socket(h.session),
-            seed=seed,
-            timing=Timing.virtual(),
-            sessions=20,
-            nodes=5,
-            utterances=10,
-        )
-    print(report.summary())
-    overcommits = report.capacity_violations(include_known=True)
-    assert not overcommits, "\n".join([report.summary(), *overcommits])

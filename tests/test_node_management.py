@@ -10,6 +10,7 @@ import trio.testing
 import trio_websocket
 
 from harness import MemoryHarness
+from http_client import http_request
 from trio_scheduler.simulate.frames import (
     audio_chunk_frame,
     heartbeat_frame,
@@ -18,18 +19,6 @@ from trio_scheduler.simulate.frames import (
     result_frame,
 )
 from trio_scheduler.simulate.peer import connect
-
-
-async def http(port: int, method: str, path: str, token: str | None = None):
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    headers = f"Authorization: Bearer {token}\r\n" if token else ""
-    async with stream:
-        await stream.send_all(f"{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
-        raw = b""
-        while chunk := await stream.receive_some(4096):
-            raw += chunk
-    head, _, body = raw.partition(b"\r\n\r\n")
-    return int(head.split(b" ")[1]), orjson.loads(body)
 
 
 # -- pairing ------------------------------------------------------------------------------
@@ -270,15 +259,15 @@ async def test_drain_over_the_admin_api(start_server):
         await client.send(audio_chunk_frame(session_id, 0, is_final=True))
         running = await node.recv_type("job_assign")
 
-        assert (await http(port, "GET", "/admin/nodes"))[0] == 401
-        assert (await http(port, "GET", "/admin/nodes", "wrong"))[0] == 401
-        status, body = await http(port, "POST", f"/admin/nodes/{node_id}/drain", "s3cret")
+        assert (await http_request(port, "GET", "/admin/nodes"))[0] == 401
+        assert (await http_request(port, "GET", "/admin/nodes", "wrong"))[0] == 401
+        status, body = await http_request(port, "POST", f"/admin/nodes/{node_id}/drain", "s3cret")
         assert (status, body) == (200, {"node_id": node_id, "status": "draining"})
         control = await node.recv_type("node_control")
         assert control["command"] == "drain"
-        assert (await http(port, "POST", "/admin/nodes/node-NOPE0000/drain", "s3cret"))[0] == 404
+        assert (await http_request(port, "POST", "/admin/nodes/node-NOPE0000/drain", "s3cret"))[0] == 404
 
-        status, body = await http(port, "GET", "/admin/nodes", "s3cret")
+        status, body = await http_request(port, "GET", "/admin/nodes", "s3cret")
         assert status == 200
         [row] = body["nodes"]
         assert row["node_id"] == node_id and row["status"] == "draining"
@@ -296,7 +285,7 @@ async def test_drain_over_the_admin_api(start_server):
 
 async def test_admin_api_is_off_without_a_token(start_server):
     server = await start_server()
-    status, body = await http(server.port, "GET", "/admin/nodes", "anything")
+    status, body = await http_request(server.port, "GET", "/admin/nodes", "anything")
     assert status == 403 and "admin" in body["error"]
 
 

@@ -8,21 +8,14 @@ import trio
 import trio_websocket
 
 from conftest import RunningServer, make_config
+from http_client import http_request
 from trio_scheduler.server import serve
 from trio_scheduler.simulate.frames import heartbeat_frame, one_way_init, register_frame
 from trio_scheduler.simulate.peer import connect
 
 
 async def http_get(port: int, path: str, method: str = "GET") -> tuple[int, dict]:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        raw = b""
-        while chunk := await stream.receive_some(4096):
-            raw += chunk
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status = int(head.split(b" ")[1])
-    return status, orjson.loads(body) if body else {}
+    return await http_request(port, method, path)
 
 
 async def test_health_ready_and_unknown_paths(start_server):
