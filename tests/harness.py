@@ -15,6 +15,9 @@ from trio_scheduler.simulate.peer import Peer
 from trio_scheduler.store.memory import MemoryStore
 
 
+STATE_CHANGE_BOUND_S = 600
+
+
 @attrs.define
 class MemoryHarness:
     scheduler: Scheduler
@@ -79,7 +82,10 @@ class MemoryHarness:
                 return view is None
             return view is not None and str(view.status) == status
 
-        await self.scheduler.publisher.wait_until(reached)
+        # A bound, not a wait: under MockClock it is virtual time, and a node that never
+        # gets there fails the test instead of spinning the clock forever.
+        with trio.fail_after(STATE_CHANGE_BOUND_S):
+            await self.scheduler.publisher.wait_until(reached)
 
     async def session_id_for(self, client: Peer, init: dict) -> str:
         await client.send(init)
