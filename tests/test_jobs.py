@@ -15,6 +15,7 @@ from trio_scheduler.dispatch.jobs import (
     new_job_id,
     next_state,
 )
+from trio_scheduler.management.needs import Needs
 from trio_scheduler.protocol.messages import JobAssign, Pipeline
 
 S = JobState
@@ -82,7 +83,8 @@ def make_job(state: JobState = JobState.CREATED) -> Job:
         sample_rate=16000,
         trace_id="t",
     )
-    return Job(job_id="job-1", utterance_index=0, assign=assign, state=state)
+    needs = Needs(frozenset({"zh:en"}), frozenset({"asr", "nmt", "tts"}))
+    return Job(job_id="job-1", utterance_index=0, assign=assign, needs=needs, state=state)
 
 
 def test_table_has_9_states_and_9_events():

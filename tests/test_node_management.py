@@ -9,8 +9,9 @@ import trio
 import trio.testing
 import trio_websocket
 
-from harness import MemoryHarness
+from harness import STATE_CHANGE_BOUND_S, MemoryHarness
 from http_client import http_request
+from trio_scheduler.management.needs import Needs
 from trio_scheduler.simulate.frames import (
     audio_chunk_frame,
     heartbeat_frame,
@@ -185,7 +186,7 @@ async def test_old_snapshot_stays_consistent_across_awaits(nursery):
     await node.ws.aclose()
     await h.wait_node_status(node_id, None)
     assert dict(held.nodes) == nodes_before and dict(held.pools) == pools_before
-    assert held.candidates(frozenset({"zh:en"})) == {node_id}
+    assert held.candidates(Needs(frozenset({"zh:en"}), frozenset({"asr"}))) == {node_id}
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         held.version = 99
     with pytest.raises(TypeError):
@@ -204,7 +205,8 @@ async def test_500_nodes_heartbeating(nursery, autojump_clock):
         peers.append((peer, node_id, languages))
     for peer, node_id, languages in peers:
         await peer.send(heartbeat_frame(node_id, languages))
-    await publisher.wait_until(lambda s: sum(len(p) for p in s.pools.values()) == 500 * 4)
+    with trio.fail_after(STATE_CHANGE_BOUND_S):  # 4 pairs and 2 source pools per node
+        await publisher.wait_until(lambda s: sum(len(p) for p in s.pools.values()) == 500 * 6)
     for round_ in range(3):
         for index, (peer, node_id, languages) in enumerate(peers):
             if round_ == 2 and index % 10 == 0:

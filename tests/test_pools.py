@@ -9,13 +9,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trio_scheduler.management.needs import (
+    STAGE_SERVICES,
+    Needs,
+    needs_for,
+    pipeline_services,
+)
 from trio_scheduler.management.pools import (
     derive_pools,
     move_node,
     required_pairs,
     served_pairs,
+    served_pools,
 )
 from trio_scheduler.management.snapshot import NodeStatus, NodeView, Snapshot
+from trio_scheduler.protocol.messages import Pipeline
+
+FULL_SERVICES = frozenset({"asr", "nmt", "tts"})
 
 # ---------------------------------------------------------------------------------------
 # served_pairs
@@ -76,6 +86,73 @@ def test_served_pairs_returns_frozenset():
 )
 def test_required_pairs(mode, src, tgt, lang_a, lang_b, auto_langs, expected):
     assert required_pairs(mode, src, tgt, lang_a, lang_b, auto_langs) == frozenset(expected)
+
+
+# ---------------------------------------------------------------------------------------
+# served_pools / required_pools / needs: pools chosen by what the pipeline needs
+
+
+@pytest.mark.parametrize(
+    ("asr", "tts", "semantic", "expected"),
+    [
+        pytest.param(["zh", "en"], ["en"], [], {"zh:en", "en:en", "zh:*", "en:*"},
+                     id="pairs-and-sources"),
+        pytest.param(["ZH"], [], [], {"zh:*"}, id="asr-only-node-has-a-source-pool"),
+        pytest.param([], ["en"], ["en"], set(), id="no-sources-no-pools"),
+    ],
+)
+def test_served_pools(asr, tts, semantic, expected):
+    assert served_pools(asr, tts, semantic) == frozenset(expected)
+
+
+ASR = frozenset({"asr"})
+
+
+@pytest.mark.parametrize(
+    ("mode", "src", "tgt", "lang_a", "lang_b", "auto_langs", "services", "expected"),
+    [
+        pytest.param("one_way", "zh", "en", None, None, None, FULL_SERVICES, {"zh:en"},
+                     id="full-pipeline-needs-the-pair"),
+        pytest.param("one_way", "zh", "en", None, None, None, frozenset({"asr", "nmt"}),
+                     {"zh:en"}, id="nmt-needs-the-pair"),
+        pytest.param("one_way", "zh", "en", None, None, None, frozenset({"asr", "tts"}),
+                     {"zh:en"}, id="tts-needs-the-pair"),
+        pytest.param("one_way", "ZH", "en", None, None, None, ASR, {"zh:*"},
+                     id="asr-only-needs-the-source"),
+        pytest.param("two_way_auto", "auto", "en", "zh", "ja", None, ASR, {"zh:*", "ja:*"},
+                     id="two-way-asr-only-needs-both-sources"),
+        pytest.param("one_way", "auto", "en", None, None, ["zh", "en"], ASR, {"zh:*", "en:*"},
+                     id="auto-asr-only-keeps-the-target-language-as-a-source"),
+        pytest.param("one_way", "zh", "en", None, None, None, frozenset({"asr", "tone"}),
+                     {"zh:*"}, id="other-services-need-no-target"),
+    ],
+)
+def test_needs_for_pipelines(mode, src, tgt, lang_a, lang_b, auto_langs, services, expected):
+    pipeline = Pipeline(**{flag: service in services for flag, service in STAGE_SERVICES.items()})
+    needs = needs_for(pipeline, mode=mode, src_lang=src, tgt_lang=tgt, lang_a=lang_a,
+                      lang_b=lang_b, auto_langs=auto_langs)
+    assert needs == Needs(frozenset(expected), services)
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "expected"),
+    [
+        pytest.param(Pipeline(), {"asr", "nmt", "tts"}, id="default"),
+        pytest.param(Pipeline(use_nmt=False, use_tts=False), {"asr"}, id="asr-only"),
+        pytest.param(Pipeline(use_semantic=True, use_tone=True),
+                     {"asr", "nmt", "tts", "semantic", "tone"}, id="all"),
+        pytest.param(Pipeline(use_asr=False, use_nmt=False, use_tts=False), set(), id="none"),
+    ],
+)
+def test_pipeline_services(pipeline, expected):
+    assert pipeline_services(pipeline) == frozenset(expected)
+
+
+def test_needs_for_asr_only_pipeline():
+    needs = needs_for(Pipeline(use_nmt=False, use_tts=False), mode="one_way", src_lang="zh",
+                      tgt_lang="en", lang_a=None, lang_b=None, auto_langs=None)
+    assert needs == Needs(frozenset({"zh:*"}), ASR)
+    assert needs.describe() == "zh:* with asr"
 
 
 # ---------------------------------------------------------------------------------------
@@ -201,16 +278,24 @@ def test_removing_a_node_removes_it_everywhere(nodes, data):
 # Snapshot
 
 
-def view(node_id: str, pairs=frozenset(), status=NodeStatus.READY) -> NodeView:
+FULL = FULL_SERVICES
+
+
+def view(node_id: str, pools=frozenset(), status=NodeStatus.READY, services=FULL) -> NodeView:
     return NodeView(
         node_id=node_id,
         epoch=1,
         status=status,
         max_concurrent_jobs=4,
-        pairs=frozenset(pairs),
+        pools=frozenset(pools),
+        services=frozenset(services),
         accept_public_jobs=True,
         link=object(),
     )
+
+
+def full(*pools: str) -> Needs:
+    return Needs(frozenset(pools), FULL)
 
 
 POOLS = {
@@ -235,8 +320,32 @@ POOLS = {
     ],
 )
 def test_snapshot_candidates(pairs, expected):
-    snapshot = Snapshot(version=1, nodes={}, pools=POOLS)
-    assert snapshot.candidates(frozenset(pairs)) == frozenset(expected)
+    nodes = {i: view(i) for i in ("n1", "n2", "n3")}
+    snapshot = Snapshot(version=1, nodes=nodes, pools=POOLS)
+    assert snapshot.candidates(full(*pairs)) == frozenset(expected)
+
+
+@pytest.mark.parametrize(
+    ("needs", "expected"),
+    [
+        pytest.param(Needs(frozenset({"zh:en"}), FULL_SERVICES), {"full"}, id="full-pipeline"),
+        pytest.param(Needs(frozenset({"zh:*"}), ASR), {"full", "asr-only", "no-tts"},
+                     id="asr-only-job-any-recogniser"),
+        pytest.param(Needs(frozenset({"zh:*"}), frozenset({"asr", "nmt"})), {"full", "no-tts"},
+                     id="asr-nmt-job"),
+        pytest.param(Needs(frozenset({"zh:*"}), frozenset({"asr", "tone"})), set(),
+                     id="service-nobody-has"),
+    ],
+)
+def test_snapshot_candidates_need_the_services(needs, expected):
+    nodes = {
+        "full": view("full", {"zh:en", "zh:*"}),
+        "asr-only": view("asr-only", {"zh:*"}, services={"asr"}),
+        "no-tts": view("no-tts", {"zh:en", "zh:*"}, services={"asr", "nmt"}),
+    }
+    pools = derive_pools({node_id: node.pools for node_id, node in nodes.items()})
+    snapshot = Snapshot(version=1, nodes=nodes, pools=pools)
+    assert snapshot.candidates(needs) == frozenset(expected)
 
 
 def test_snapshot_empty():
@@ -244,7 +353,7 @@ def test_snapshot_empty():
     assert snapshot.version == 0
     assert dict(snapshot.nodes) == {}
     assert dict(snapshot.pools) == {}
-    assert snapshot.candidates(frozenset({"zh:en"})) == frozenset()
+    assert snapshot.candidates(full("zh:en")) == frozenset()
 
 
 def make_snapshot() -> Snapshot:
@@ -259,7 +368,7 @@ def test_snapshot_attributes_are_frozen(attribute):
 
 
 @pytest.mark.parametrize(
-    "attribute", ["node_id", "epoch", "status", "max_concurrent_jobs", "pairs", "link"]
+    "attribute", ["node_id", "epoch", "status", "max_concurrent_jobs", "pools", "services", "link"]
 )
 def test_node_view_attributes_are_frozen(attribute):
     node = view("n1")

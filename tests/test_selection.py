@@ -19,7 +19,8 @@ def node(node_id: str) -> NodeView:
         epoch=1,
         status=NodeStatus.READY,
         max_concurrent_jobs=4,
-        pairs=frozenset({"zh:en"}),
+        pools=frozenset({"zh:en", "zh:*"}),
+        services=frozenset({"asr", "nmt", "tts"}),
         accept_public_jobs=True,
         link=object(),
     )

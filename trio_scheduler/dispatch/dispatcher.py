@@ -21,6 +21,7 @@ import structlog
 import trio
 
 from trio_scheduler.dispatch.selection import rank_candidates
+from trio_scheduler.management.needs import Needs
 from trio_scheduler.management.publisher import SnapshotPublisher
 from trio_scheduler.management.snapshot import NodeView, Snapshot
 from trio_scheduler.store.base import Store, reservation_member
@@ -72,12 +73,12 @@ class Dispatched:
 
 @attrs.frozen
 class NoNode:
-    """No ready node serves the session's pairs (after exclusions)."""
+    """No ready node meets the job's needs (after exclusions)."""
 
 
 @attrs.frozen
 class AllFull:
-    """Nodes serve the pairs but none had a free slot."""
+    """Nodes meet the job's needs but none had a free slot."""
 
 
 Outcome = Dispatched | NoNode | AllFull
@@ -96,7 +97,7 @@ class JobRoute:
 @attrs.define
 class Waiter:
     job_id: str
-    pairs: frozenset[str]
+    needs: Needs
     inbox: Inbox
     woken_by: str | None = None  # the node whose free slot it was woken for
 
@@ -138,7 +139,7 @@ class Dispatcher:
         self._in_flight: collections.Counter[str] = collections.Counter()  # node -> our slots
         self._routes: dict[str, JobRoute] = {}
         self._waiters: collections.OrderedDict[str, Waiter] = collections.OrderedDict()
-        self._waiting_per_pool: collections.Counter[frozenset[str]] = collections.Counter()
+        self._waiting_per_pool: collections.Counter[Needs] = collections.Counter()
         self._dedup_window_s = dedup_window_ms / 1000
         self._ended: dict[str, float] = {}  # job_id -> when it ended (insertion ordered)
         publisher.add_listener(self._on_snapshot)
@@ -169,7 +170,7 @@ class Dispatcher:
         job_id: str,
         attempt_id: int,
         frame: str,
-        pairs: frozenset[str],
+        needs: Needs,
         session_id: str,
         inbox: Inbox,
         sticky_node_id: str | None,
@@ -178,7 +179,7 @@ class Dispatcher:
     ) -> Outcome:
         """Try to hand one attempt of a job to a node; never waits for a node."""
         snapshot = self._publisher.current
-        ids = snapshot.candidates(pairs) - exclude
+        ids = snapshot.candidates(needs) - exclude
         if pinned_node_id is not None:
             ids &= {pinned_node_id}
         if not ids:
@@ -296,7 +297,7 @@ class Dispatcher:
     # -- waiting for capacity ----------------------------------------------------------
 
     def wait_for_capacity(
-        self, job_id: str, pairs: frozenset[str], inbox: Inbox
+        self, job_id: str, needs: Needs, inbox: Inbox
     ) -> bool:
         """Queue a job until a slot frees; False when its pool's queue is full.
 
@@ -306,10 +307,10 @@ class Dispatcher:
         """
         if job_id in self._waiters:
             return True
-        if self._waiting_per_pool[pairs] >= self._max_waiting:
+        if self._waiting_per_pool[needs] >= self._max_waiting:
             return False
-        self._waiters[job_id] = Waiter(job_id, pairs, inbox)
-        self._waiting_per_pool[pairs] += 1
+        self._waiters[job_id] = Waiter(job_id, needs, inbox)
+        self._waiting_per_pool[needs] += 1
         return True
 
     def keep_waiting(self, job_id: str) -> None:
@@ -326,9 +327,9 @@ class Dispatcher:
         waiter = self._waiters.pop(job_id, None)
         if waiter is None:
             return
-        self._waiting_per_pool[waiter.pairs] -= 1
-        if not self._waiting_per_pool[waiter.pairs]:
-            del self._waiting_per_pool[waiter.pairs]
+        self._waiting_per_pool[waiter.needs] -= 1
+        if not self._waiting_per_pool[waiter.needs]:
+            del self._waiting_per_pool[waiter.needs]
         if waiter.woken_by is not None and not took_slot:
             self._wake_one_for(waiter.woken_by)
 
@@ -346,20 +347,20 @@ class Dispatcher:
                 if waiter.job_id == after:
                     break
         for waiter in waiters:
-            if waiter.woken_by is None and waiter.pairs <= node.pairs:
+            if waiter.woken_by is None and waiter.needs.met_by(node):
                 waiter.woken_by = node_id
                 _notify(waiter.inbox, CapacityFreed(waiter.job_id))
                 return
 
     def _on_snapshot(self, old: Snapshot, new: Snapshot) -> None:
-        if old.pools == new.pools or not self._waiters:
+        if not self._waiters or (old.pools == new.pools and old.nodes == new.nodes):
             return
-        # A node joined a pool (registered, recovered, …): the jobs waiting for that pool
-        # try again. Nodes leaving free nothing, so they wake no one.
+        # A node joined a pool (registered, recovered, …) or got a service ready: the jobs
+        # it can now take try again. Nodes leaving free nothing, so they wake no one.
         for waiter in self._waiters.values():
             if waiter.woken_by is not None:
                 continue
-            joined = new.candidates(waiter.pairs) - old.candidates(waiter.pairs)
+            joined = new.candidates(waiter.needs) - old.candidates(waiter.needs)
             if joined:
                 waiter.woken_by = next(iter(joined))
                 _notify(waiter.inbox, CapacityFreed(waiter.job_id))

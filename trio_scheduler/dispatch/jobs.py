@@ -13,6 +13,7 @@ import uuid
 
 import attrs
 
+from trio_scheduler.management.needs import Needs
 from trio_scheduler.protocol.messages import JobAssign
 
 
@@ -79,6 +80,7 @@ class Job:
     job_id: str
     utterance_index: int
     assign: JobAssign  # the frame to send, with attempt_id filled per attempt
+    needs: Needs  # what a node must offer to take it (from the session and its pipeline)
     state: JobState = JobState.CREATED
     attempt_id: int = 0
     node_id: str | None = None  # node of the current attempt

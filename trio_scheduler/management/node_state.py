@@ -11,7 +11,13 @@ from collections.abc import Iterable
 
 import attrs
 
-from trio_scheduler.management.pools import is_language_tag, normalize_language, served_pairs
+from trio_scheduler.management.pools import (
+    TARGET_SERVICES,
+    is_language_tag,
+    normalize_language,
+    served_pairs,
+    served_pools,
+)
 from trio_scheduler.management.snapshot import NodeStatus
 from trio_scheduler.protocol.errors import ErrorCode
 from trio_scheduler.protocol.messages import (
@@ -114,6 +120,10 @@ class Capabilities:
     def pairs(self) -> frozenset[str]:
         return served_pairs(self.asr_languages, self.tts_languages, self.semantic_languages)
 
+    @functools.cached_property
+    def pools(self) -> frozenset[str]:
+        return served_pools(self.asr_languages, self.tts_languages, self.semantic_languages)
+
     @classmethod
     def from_register(cls, message: NodeRegister) -> Capabilities:
         return cls(frozenset(), (), (), ()).updated(
@@ -157,10 +167,16 @@ class HealthRules:
 
 
 def is_healthy(capabilities: Capabilities, usage: ResourceUsage, rules: HealthRules) -> bool:
-    """A node may take work: required services ready, languages usable, not overloaded."""
+    """A node may take work: required services ready, languages usable, not overloaded.
+
+    "Usable" follows the required services: when every node must translate or speak
+    (NMT or TTS required, the default) it needs a directed pair; when only ASR is
+    required, a recognised language is enough (it can take ASR-only jobs).
+    """
     if not rules.required_services <= capabilities.services_ready:
         return False
-    if not capabilities.pairs:
+    usable = capabilities.pairs if rules.required_services & TARGET_SERVICES else capabilities.pools
+    if not usable:
         return False
     if usage.gpu_queue_length is not None and usage.gpu_queue_length > rules.max_gpu_queue:
         return False

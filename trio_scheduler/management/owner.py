@@ -120,7 +120,8 @@ class NodeRecord:
             epoch=self.epoch,
             status=self.status,
             max_concurrent_jobs=self.max_concurrent_jobs,
-            pairs=self.capabilities.pairs,
+            pools=self.capabilities.pools,
+            services=self.capabilities.services_ready,
             accept_public_jobs=self.accept_public_jobs,
             link=self.link,
         )
@@ -133,6 +134,7 @@ class NodeSummary:
     node_id: str
     status: str
     pairs: list[str]
+    services: list[str]
     pools: list[str]
     max_concurrent_jobs: int
     reported_running_jobs: int | None
@@ -358,9 +360,9 @@ class NodeManager:
         new = record.view() if record is not None else None
         if old == new and (old is None or old.link is new.link):
             return
-        old_pairs = old.pairs if old is not None and old.schedulable else frozenset()
-        new_pairs = new.pairs if new is not None and new.schedulable else frozenset()
-        move_node(self._pools, node_id, old_pairs, new_pairs)
+        old_pools = old.pools if old is not None and old.schedulable else frozenset()
+        new_pools = new.pools if new is not None and new.schedulable else frozenset()
+        move_node(self._pools, node_id, old_pools, new_pools)
         if new is None:
             del self._views[node_id]
         else:
@@ -380,6 +382,7 @@ class NodeManager:
                 node_id=r.node_id,
                 status=str(r.status),
                 pairs=sorted(r.capabilities.pairs),
+                services=sorted(r.capabilities.services_ready),
                 pools=sorted(p for p, members in self._pools.items() if r.node_id in members),
                 max_concurrent_jobs=r.max_concurrent_jobs,
                 reported_running_jobs=r.usage.running_jobs if r.usage else None,

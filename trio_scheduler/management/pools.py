@@ -1,4 +1,9 @@
-"""Which directed language pairs a node serves, and which nodes form each pool.
+"""Which pools a node belongs to, which pools a job needs, and which nodes form each pool.
+
+A pool is keyed by what its nodes can do with a language: ``src:tgt`` (a directed pair:
+recognise ``src``, deliver ``tgt``) or ``src:*`` (recognise ``src``, whatever the
+target: the pool of ASR-only work). ``*`` is not a language-tag character, so the two
+kinds of key never collide.
 
 Pure functions only: the owner task calls them, the property tests check them.
 """
@@ -10,6 +15,10 @@ from collections.abc import Iterable, Mapping
 
 LANGUAGE_TAG = re.compile(r"^[a-z0-9-]{1,16}$")
 AUTO = "auto"
+ANY_TARGET = "*"
+# Services that turn recognised text into the target language: a job using any of them
+# needs a node serving its directed pair; a job using none only needs the source.
+TARGET_SERVICES = frozenset({"nmt", "tts"})
 
 
 def normalize_language(tag: str) -> str:
@@ -23,6 +32,11 @@ def is_language_tag(tag: str) -> bool:
 
 def pair_key(src: str, tgt: str) -> str:
     return f"{src}:{tgt}"
+
+
+def source_key(src: str) -> str:
+    """The pool of nodes that recognise ``src``, for jobs that need no target language."""
+    return pair_key(src, ANY_TARGET)
 
 
 def served_pairs(
@@ -39,34 +53,45 @@ def served_pairs(
     return frozenset(pair_key(src, tgt) for src in sources for tgt in targets)
 
 
-def derive_pools(node_pairs: Mapping[str, frozenset[str]]) -> dict[str, frozenset[str]]:
-    """Pools from scratch: pair -> ids of the (ready) nodes serving it."""
+def served_pools(
+    asr_languages: Iterable[str],
+    tts_languages: Iterable[str],
+    semantic_languages: Iterable[str] = (),
+) -> frozenset[str]:
+    """Every pool a ready node with these languages belongs to: its directed pairs and
+    one ``src:*`` pool per ASR language."""
+    sources = frozenset(source_key(normalize_language(lang)) for lang in asr_languages)
+    return served_pairs(asr_languages, tts_languages, semantic_languages) | sources
+
+
+def derive_pools(node_keys: Mapping[str, frozenset[str]]) -> dict[str, frozenset[str]]:
+    """Pools from scratch: pool key -> ids of the (ready) nodes in it."""
     members: dict[str, set[str]] = {}
-    for node_id, pairs in node_pairs.items():
-        for pair in pairs:
-            members.setdefault(pair, set()).add(node_id)
-    return {pair: frozenset(ids) for pair, ids in members.items()}
+    for node_id, keys in node_keys.items():
+        for key in keys:
+            members.setdefault(key, set()).add(node_id)
+    return {key: frozenset(ids) for key, ids in members.items()}
 
 
 def move_node(
     pools: dict[str, frozenset[str]],
     node_id: str,
-    old_pairs: frozenset[str],
-    new_pairs: frozenset[str],
+    old_keys: frozenset[str],
+    new_keys: frozenset[str],
 ) -> None:
-    """Update ``pools`` in place for one node whose served pairs (as a ready node) changed.
+    """Update ``pools`` in place for one node whose pool keys (as a ready node) changed.
 
-    Touches only the pairs that differ, so an unchanged node costs nothing. Empty pools are
+    Touches only the keys that differ, so an unchanged node costs nothing. Empty pools are
     removed, so ``pools`` stays equal to :func:`derive_pools` of the same nodes.
     """
-    for pair in old_pairs - new_pairs:
-        remaining = pools[pair] - {node_id}
+    for key in old_keys - new_keys:
+        remaining = pools[key] - {node_id}
         if remaining:
-            pools[pair] = remaining
+            pools[key] = remaining
         else:
-            del pools[pair]
-    for pair in new_pairs - old_pairs:
-        pools[pair] = pools.get(pair, frozenset()) | {node_id}
+            del pools[key]
+    for key in new_keys - old_keys:
+        pools[key] = pools.get(key, frozenset()) | {node_id}
 
 
 def required_pairs(
@@ -94,3 +119,19 @@ def required_pairs(
             pair_key(src, tgt) for src in sources
         )
     return frozenset({pair_key(normalize_language(src_lang), tgt)})
+
+
+def required_sources(
+    mode: str | None, src_lang: str, lang_a: str | None, lang_b: str | None,
+    auto_langs: Iterable[str] | None,
+) -> frozenset[str]:
+    """The languages a session's speakers may use: the sources of its
+    :func:`required_pairs`, and all that a job without a target language needs."""
+    if mode == "two_way_auto":
+        assert lang_a and lang_b
+        sources: Iterable[str] = (lang_a, lang_b)
+    elif normalize_language(src_lang) == AUTO:
+        sources = auto_langs or ()
+    else:
+        sources = (src_lang,)
+    return frozenset(normalize_language(src) for src in sources)

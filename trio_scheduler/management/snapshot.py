@@ -14,6 +14,8 @@ from typing import Any
 
 import attrs
 
+from trio_scheduler.management.needs import Needs
+
 
 class NodeStatus(enum.StrEnum):
     REGISTERING = "registering"
@@ -35,7 +37,9 @@ class NodeView:
     epoch: int  # grows with every registration; stale cleanup compares it
     status: NodeStatus
     max_concurrent_jobs: int
-    pairs: frozenset[str]  # pairs it can serve by capability, whatever its status
+    # Pools it belongs to while ready (pairs and ASR sources), whatever its status now.
+    pools: frozenset[str]
+    services: frozenset[str]  # service types it reports ready
     accept_public_jobs: bool
     # The handle used to reach the node; identity only, never compared.
     link: Any = attrs.field(eq=False, repr=False)
@@ -61,7 +65,7 @@ def _freeze_pools(pools: Mapping[str, frozenset[str]]) -> Mapping[str, frozenset
 class Snapshot:
     version: int
     nodes: Mapping[str, NodeView] = attrs.field(converter=lambda m: MappingProxyType(dict(m)))
-    # pair -> ids of *ready* nodes serving it
+    # pool key (``src:tgt`` or ``src:*``) -> ids of the *ready* nodes in it
     pools: Mapping[str, frozenset[str]] = attrs.field(converter=_freeze_pools)
     # pairing code -> pairing
     pairings: Mapping[str, Pairing] = attrs.field(
@@ -79,12 +83,16 @@ class Snapshot:
             return None
         return pairing.node_id
 
-    def candidates(self, pairs: frozenset[str]) -> frozenset[str]:
-        """Ids of the ready nodes that serve every pair in ``pairs``."""
+    def candidates(self, needs: Needs) -> frozenset[str]:
+        """Ids of the ready nodes in every pool of ``needs`` with its services ready."""
         members: frozenset[str] | None = None
-        for pair in pairs:
-            pool = self.pools.get(pair)
+        for key in needs.pools:
+            pool = self.pools.get(key)
             if not pool:
                 return frozenset()
             members = pool if members is None else members & pool
-        return members or frozenset()
+        if not members:
+            return frozenset()
+        if any(not needs.services <= self.nodes[i].services for i in members):
+            members = frozenset(i for i in members if needs.services <= self.nodes[i].services)
+        return members

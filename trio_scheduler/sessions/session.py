@@ -30,6 +30,7 @@ from trio_scheduler.dispatch.dispatcher import (
     NoNode,
 )
 from trio_scheduler.dispatch.jobs import Job, JobEvent, JobState, new_job_id
+from trio_scheduler.management.needs import Needs
 from trio_scheduler.management.node_state import Rejection
 from trio_scheduler.protocol import codec
 from trio_scheduler.protocol.codec import ProtocolError, UnknownMessageType
@@ -70,7 +71,12 @@ from trio_scheduler.sessions.segmenter import (
     Segmenter,
     SegmenterSettings,
 )
-from trio_scheduler.sessions.spec import SessionSpec, check_session_init, new_session_id
+from trio_scheduler.sessions.spec import (
+    SessionSpec,
+    check_pipeline,
+    check_session_init,
+    new_session_id,
+)
 from trio_scheduler.store.base import StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -141,6 +147,7 @@ class SessionTask:
         self._dispatcher = services.dispatcher
         self._inbox = inbox
         self._spec: SessionSpec | None = None
+        self._needs: Needs | None = None  # of the session's own pipeline, set with the spec
         seg = self._config.segmentation
         turns = itertools.count(1)
         self._segmenter = Segmenter(
@@ -337,8 +344,9 @@ class SessionTask:
                 return
             checked = attrs.evolve(checked, pinned_node_id=node_id)
         self._spec = checked
+        self._needs = checked.needs()
         sessions[session_id] = self
-        log.info("session started", session_id=session_id, pairs=sorted(checked.pairs))
+        log.info("session started", session_id=session_id, pools=sorted(self._needs.pools))
         await self._send(
             SessionInitAck(
                 session_id=session_id,
@@ -395,6 +403,10 @@ class SessionTask:
             await self._send_error(
                 ErrorCode.INVALID_MESSAGE, "audio is not valid base64", {"field": "audio"}
             )
+            return
+        rejection = check_pipeline(message.pipeline)
+        if rejection is not None:
+            await self._send_error(rejection.code, rejection.message, rejection.details)
             return
         await self._release_utterances(
             self._utterances.put(index, (message, frame.received_at_ms), now), now
@@ -493,7 +505,8 @@ class SessionTask:
         pipeline: Pipeline | None = None,
     ) -> Job:
         spec = self._spec
-        assert spec is not None
+        assert spec is not None and self._needs is not None
+        needs = self._needs if pipeline is None else spec.needs(pipeline)
         job_id = new_job_id()
         assign = JobAssign(
             job_id=job_id,
@@ -523,6 +536,7 @@ class SessionTask:
             job_id=job_id,
             utterance_index=index,
             assign=assign,
+            needs=needs,
             attempt_id=1,
             created_at=now,
             received_at_ms=received_at_ms,
@@ -541,7 +555,7 @@ class SessionTask:
                 job_id=job.job_id,
                 attempt_id=job.attempt_id,
                 frame=frame,
-                pairs=spec.pairs,
+                needs=job.needs,
                 session_id=spec.session_id,
                 inbox=self._inbox,
                 sticky_node_id=self._sticky_node_id,
@@ -576,14 +590,14 @@ class SessionTask:
                 else:
                     await self._send_error(
                         ErrorCode.NO_AVAILABLE_NODE,
-                        f"no node serves {', '.join(sorted(spec.pairs))} right now",
+                        f"no node serves {job.needs.describe()} right now",
                     )
                     await self._fail(job, None, None, now)
             case AllFull():
                 if job.state is JobState.WAITING:
                     self._dispatcher.keep_waiting(job.job_id)
                     return
-                if not self._dispatcher.wait_for_capacity(job.job_id, spec.pairs, self._inbox):
+                if not self._dispatcher.wait_for_capacity(job.job_id, job.needs, self._inbox):
                     await self._fail(
                         job, ErrorCode.NODE_OVERLOADED, "all nodes busy, queue full", now
                     )

@@ -8,13 +8,9 @@ from typing import Any
 
 import attrs
 
+from trio_scheduler.management.needs import Needs, needs_for, pipeline_services
 from trio_scheduler.management.node_state import Rejection
-from trio_scheduler.management.pools import (
-    AUTO,
-    is_language_tag,
-    normalize_language,
-    required_pairs,
-)
+from trio_scheduler.management.pools import AUTO, is_language_tag, normalize_language
 from trio_scheduler.protocol.errors import ErrorCode
 from trio_scheduler.protocol.messages import Pipeline, SessionInit
 
@@ -36,9 +32,21 @@ class SessionSpec:
     features: dict[str, Any]
     enable_streaming_asr: bool | None
     partial_update_interval_ms: int | None
-    pairs: frozenset[str]  # a node must serve all of them to take this session's jobs
     pipeline: Pipeline = Pipeline()
     pinned_node_id: str | None = None
+
+    def needs(self, pipeline: Pipeline | None = None) -> Needs:
+        """What a node must offer to take this session's job run through ``pipeline``
+        (the session's own, the full one, when None)."""
+        return needs_for(
+            pipeline or self.pipeline,
+            mode=self.mode,
+            src_lang=self.src_lang,
+            tgt_lang=self.tgt_lang,
+            lang_a=self.lang_a,
+            lang_b=self.lang_b,
+            auto_langs=self.auto_langs,
+        )
 
 
 def new_session_id() -> str:
@@ -82,9 +90,6 @@ def check_session_init(message: SessionInit, session_id: str) -> SessionSpec | R
             return _invalid("lang_a and lang_b must be two different languages", "lang_b")
     elif langs["src_lang"] == AUTO and not auto_langs:
         return _invalid("src_lang 'auto' in one-way mode needs auto_langs", "auto_langs")
-    pairs = required_pairs(
-        mode, langs["src_lang"], langs["tgt_lang"], langs["lang_a"], langs["lang_b"], auto_langs
-    )
     return SessionSpec(
         session_id=session_id,
         trace_id=message.trace_id or str(uuid.uuid4()),
@@ -99,5 +104,11 @@ def check_session_init(message: SessionInit, session_id: str) -> SessionSpec | R
         features=message.features or {},
         enable_streaming_asr=message.enable_streaming_asr,
         partial_update_interval_ms=message.partial_update_interval_ms,
-        pairs=pairs,
     )
+
+
+def check_pipeline(pipeline: Pipeline | None) -> Rejection | None:
+    """A pipeline must run at least one stage: a job with nothing to do has no node."""
+    if pipeline is not None and not pipeline_services(pipeline):
+        return _invalid("pipeline enables no stage", "pipeline")
+    return None

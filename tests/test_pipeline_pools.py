@@ -1,0 +1,168 @@
+"""Jobs go to nodes that can run their ``pipeline``: an ASR-only ``utterance`` may go to an
+ASR-only node, a full one never does; a node whose TTS stopped keeps taking ASR-only work
+when only ASR is required of every node, and is degraded when TTS is required."""
+
+from __future__ import annotations
+
+import base64
+
+import trio
+
+from harness import MemoryHarness
+from trio_scheduler.simulate.frames import (
+    heartbeat_frame,
+    one_way_init,
+    register_frame,
+    result_frame,
+)
+
+ASR_ONLY = {"use_asr": True, "use_nmt": False, "use_tts": False}
+FULL = {"use_asr": True, "use_nmt": True, "use_tts": True}
+ASR_LANGUAGES = {"asr_languages": ["zh"], "tts_languages": [], "semantic_languages": []}
+ONLY_ASR_REQUIRED = {"required_services": ["asr"]}
+
+
+def utterance(session_id: str, index: int, pipeline: dict) -> dict:
+    pcm = b"\x00\x01" * 8000  # 0.5 s of PCM16 at 16 kHz
+    return {"type": "utterance", "session_id": session_id, "utterance_index": index,
+            "manual_cut": True, "src_lang": "zh", "tgt_lang": "en",
+            "audio": base64.b64encode(pcm).decode(), "audio_format": "pcm16",
+            "sample_rate": 16000, "pipeline": pipeline}
+
+
+async def asr_only_node(h: MemoryHarness, **register):
+    """A node with ASR alone: it recognises Chinese and translates into nothing."""
+    node = h.node()
+    await node.send(register_frame(
+        installed_services=[{"service_id": "whisper", "type": "asr", "device": "gpu",
+                             "status": "running", "version": "1"}],
+        capability_by_type=[{"type": "asr", "ready": True}],
+        language_capabilities=ASR_LANGUAGES,
+        **register,
+    ))
+    node_id = (await node.recv_type("node_register_ack"))["node_id"]
+    heartbeat = heartbeat_frame(node_id)
+    heartbeat["language_capabilities"] = ASR_LANGUAGES
+    await node.send(heartbeat)
+    await h.wait_node_status(node_id, "ready")
+    return node, node_id
+
+
+async def stays_silent(peer, seconds: float = 1.0) -> bool:
+    """True when ``peer`` gets no frame for ``seconds`` of (mock) time."""
+    with trio.move_on_after(seconds):
+        await peer.recv()
+        return False
+    return True
+
+
+async def test_asr_only_utterance_goes_to_an_asr_only_node(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery, nodes=ONLY_ASR_REQUIRED)
+    asr, asr_id = await asr_only_node(h)
+    assert h.scheduler.publisher.current.pools == {"zh:*": {asr_id}}
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+
+    await client.send(utterance(session_id, 0, ASR_ONLY))
+    job = await asr.recv_type("job_assign")
+    assert job["utterance_index"] == 0
+    assert job["pipeline"] == {**ASR_ONLY, "use_semantic": False, "use_tone": False}
+    await asr.send(result_frame(job, asr_id, text_translated="", tts_audio=""))
+    result = await client.recv_type("translation_result")
+    assert (result["utterance_index"], result["text_asr"]) == (0, "utterance 0 heard")
+
+    # The full pipeline needs a node serving zh:en with NMT and TTS: there is none.
+    await client.send(utterance(session_id, 1, FULL))
+    error = await client.recv_type("error")
+    assert error["code"] == "NO_AVAILABLE_NODE"
+    assert "zh:en" in error["message"]
+    assert await stays_silent(asr)
+
+    full, full_id = await h.ready_node(["zh", "en"])
+    await client.send(utterance(session_id, 2, FULL))
+    job = await full.recv_type("job_assign")
+    assert (job["utterance_index"], job["pipeline"]["use_tts"]) == (2, True)
+
+
+async def test_default_pipeline_never_goes_to_an_asr_only_node(nursery, autojump_clock):
+    """Audio chunks run the full pipeline: an ASR-only node in the source pool is skipped."""
+    h = await MemoryHarness.start(nursery, nodes=ONLY_ASR_REQUIRED)
+    asr, _ = await asr_only_node(h)
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send(utterance(session_id, 0, FULL))
+    assert (await client.recv_type("error"))["code"] == "NO_AVAILABLE_NODE"
+    assert await stays_silent(asr)
+    assert h.scheduler.dispatcher.counters["jobs_dispatched"] == 0
+
+
+async def test_node_whose_tts_stopped_keeps_asr_only_work(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery, nodes=ONLY_ASR_REQUIRED)
+    node, node_id = await h.ready_node(["zh", "en"])
+    tts_down = heartbeat_frame(node_id, ["zh", "en"])
+    tts_down["capability_by_type"] = [{"type": "tts", "ready": False}]
+    await node.send(tts_down)
+    await h.scheduler.publisher.wait_until(
+        lambda s: "tts" not in s.nodes[node_id].services
+    )
+    assert str(h.scheduler.publisher.current.nodes[node_id].status) == "ready"
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+
+    await client.send(utterance(session_id, 0, FULL))
+    error = await client.recv_type("error")
+    assert error["code"] == "NO_AVAILABLE_NODE" and "tts" in error["message"]
+    await client.send(utterance(session_id, 1, ASR_ONLY))
+    job = await node.recv_type("job_assign")
+    assert job["utterance_index"] == 1
+
+
+async def test_node_whose_tts_stopped_is_degraded_when_tts_is_required(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery)  # default: asr, nmt and tts required
+    node, node_id = await h.ready_node(["zh", "en"])
+    tts_down = heartbeat_frame(node_id, ["zh", "en"])
+    tts_down["capability_by_type"] = [{"type": "tts", "ready": False}]
+    await node.send(tts_down)
+    await h.wait_node_status(node_id, "degraded")
+    assert h.scheduler.publisher.current.pools == {}
+
+
+async def test_waiting_job_is_woken_only_by_a_node_that_can_run_it(nursery, autojump_clock):
+    """A full-pipeline job waiting for capacity is not handed the slot an ASR-only node
+    frees; it takes the slot of the full node when that one frees."""
+    h = await MemoryHarness.start(nursery, nodes=ONLY_ASR_REQUIRED)
+    full, full_id = await h.ready_node(["zh", "en"], max_concurrent_jobs=1)
+    asr, asr_id = await asr_only_node(h, max_concurrent_jobs=1)
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+
+    await client.send(utterance(session_id, 0, FULL))
+    first = await full.recv_type("job_assign")
+    await client.send(utterance(session_id, 1, ASR_ONLY))  # the full node is busy
+    second = await asr.recv_type("job_assign")
+    await client.send(utterance(session_id, 2, FULL))
+    assert (await client.recv_type("backpressure"))["action"] == "BUSY"
+    assert h.scheduler.dispatcher.waiting == 1
+
+    await asr.send(result_frame(second, asr_id))  # frees a slot the waiting job cannot use
+    assert await stays_silent(asr)
+    assert h.scheduler.dispatcher.waiting == 1
+
+    await full.send(result_frame(first, full_id))
+    third = await full.recv_type("job_assign")
+    assert third["utterance_index"] == 2
+    assert h.scheduler.dispatcher.waiting == 0
+
+
+async def test_pipeline_without_a_stage_is_refused(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery)
+    node, _ = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send(utterance(session_id, 0, {"use_asr": False, "use_nmt": False,
+                                                "use_tts": False}))
+    error = await client.recv_type("error")
+    assert error["code"] == "INVALID_MESSAGE"
+    assert error["details"] == {"field": "pipeline"}
+    await client.send(utterance(session_id, 0, FULL))  # the index is still free
+    assert (await node.recv_type("job_assign"))["utterance_index"] == 0

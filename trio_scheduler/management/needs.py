@@ -1,0 +1,78 @@
+"""What a job needs from a node: the pools it must belong to and the services it must have.
+
+A job's ``pipeline`` says which stages run (PROTOCOL §2.1); each stage is a service type
+the node reports in ``capability_by_type``. The default pipeline (ASR, NMT, TTS) needs
+what ``[nodes] required_services`` already demands of every ready node, so for it the
+service check never removes a candidate; an ASR-only ``utterance`` can go to a node that
+recognises the source language and has nothing else ready.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+from trio_scheduler.management.pools import (
+    TARGET_SERVICES,
+    required_pairs,
+    required_sources,
+    source_key,
+)
+from trio_scheduler.protocol.messages import Pipeline
+
+if TYPE_CHECKING:
+    from trio_scheduler.management.snapshot import NodeView
+
+# pipeline flag -> service type (PROTOCOL §3.1 service types)
+STAGE_SERVICES = {
+    "use_asr": "asr",
+    "use_nmt": "nmt",
+    "use_tts": "tts",
+    "use_semantic": "semantic",
+    "use_tone": "tone",
+}
+
+
+def pipeline_services(pipeline: Pipeline) -> frozenset[str]:
+    return frozenset(
+        service for flag, service in STAGE_SERVICES.items() if getattr(pipeline, flag)
+    )
+
+
+@attrs.frozen
+class Needs:
+    """A node can take the job when it is in every pool of ``pools`` and has every
+    service of ``services`` ready. Hashable: jobs with equal needs queue together."""
+
+    pools: frozenset[str]
+    services: frozenset[str]
+
+    def met_by(self, node: NodeView) -> bool:
+        return self.pools <= node.pools and self.services <= node.services
+
+    def describe(self) -> str:
+        """For messages to people: ``zh:en`` or ``zh:* with asr``."""
+        pools = ", ".join(sorted(self.pools))
+        return f"{pools} with {', '.join(sorted(self.services))}"
+
+
+def needs_for(
+    pipeline: Pipeline,
+    *,
+    mode: str | None,
+    src_lang: str,
+    tgt_lang: str,
+    lang_a: str | None,
+    lang_b: str | None,
+    auto_langs: list[str] | None,
+) -> Needs:
+    """With a target service (NMT or TTS) a job needs the session's directed pairs; without
+    one (ASR only, say) the target language does not matter and only the sources count."""
+    services = pipeline_services(pipeline)
+    if services & TARGET_SERVICES:
+        pools = required_pairs(mode, src_lang, tgt_lang, lang_a, lang_b, auto_langs)
+    else:
+        sources = required_sources(mode, src_lang, lang_a, lang_b, auto_langs)
+        pools = frozenset(source_key(src) for src in sources)
+    return Needs(pools, services)
