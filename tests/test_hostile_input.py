@@ -233,3 +233,60 @@ async def test_peer_errors_do_not_reach_other_sessions(nursery):
         assert (await bad.recv())["type"] == "error"
     await good.send({"type": "client_heartbeat", "session_id": good_id, "timestamp": 1})
     assert (await good.recv())["type"] == "server_heartbeat"
+
+
+def partial_frame(job: dict, node_id: str, text: str, is_final: bool = False) -> dict:
+    return {"type": "asr_partial", "job_id": job["job_id"], "node_id": node_id,
+            "session_id": job["session_id"], "utterance_index": job["utterance_index"],
+            "text": text, "is_final": is_final, "trace_id": job["trace_id"]}
+
+
+async def frames_until_result(client) -> list[dict]:
+    frames = []
+    while (frame := await client.recv())["type"] != "translation_result":
+        frames.append(frame)
+    return frames
+
+
+async def test_oversized_asr_partial_is_refused_and_the_job_goes_on(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery, nodes={"max_partial_chars": 10})
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send(audio_chunk_frame(session_id, 0, is_final=True))
+    job = await node.recv_type("job_assign")
+    await node.send(partial_frame(job, node_id, "x" * 11))
+    error = await node.recv_type("error")
+    assert (error["code"], error["details"]) == ("INVALID_MESSAGE", {"field": "text"})
+    await node.send(partial_frame(job, node_id, "x" * 10))
+    await node.send(result_frame(job, node_id))
+    partials = [f for f in await frames_until_result(client) if f["type"] == "asr_partial"]
+    assert [p["text"] for p in partials] == ["x" * 10]
+    assert h.scheduler.dispatcher.counters["asr_partials_refused"] == 1
+
+
+async def test_asr_partial_flood_is_cut_to_the_rate_and_results_still_arrive(
+    nursery, autojump_clock
+):
+    h = await MemoryHarness.start(nursery, nodes={"max_partials_per_s": 5.0})
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send(audio_chunk_frame(session_id, 0, is_final=True))
+    job = await node.recv_type("job_assign")
+    for i in range(200):  # all at one instant
+        await node.send(partial_frame(job, node_id, f"p{i}"))
+    await node.send(result_frame(job, node_id))
+    frames = await frames_until_result(client)
+    assert [f["text"] for f in frames if f["type"] == "asr_partial"] == [f"p{i}" for i in range(5)]
+    assert (await node.recv_type("error"))["code"] == "RATE_LIMITED"
+    assert h.scheduler.dispatcher.counters["asr_partials_dropped"] == 195
+
+    # A second later the bucket has refilled: the next utterance's partials flow again.
+    await trio.sleep(1)
+    await client.send(audio_chunk_frame(session_id, 1, is_final=True))
+    job = await node.recv_type("job_assign")
+    await node.send(partial_frame(job, node_id, "again"))
+    await node.send(result_frame(job, node_id))
+    frames = await frames_until_result(client)
+    assert [f["text"] for f in frames if f["type"] == "asr_partial"] == ["again"]

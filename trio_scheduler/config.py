@@ -72,6 +72,8 @@ class NodesConfig:
     max_languages: int = attrs.field(default=64, validator=_positive)
     max_concurrent_jobs_limit: int = attrs.field(default=256, validator=_positive)
     outbound_queue_size: int = attrs.field(default=256, validator=_positive)
+    max_partial_chars: int = attrs.field(default=2000, validator=_positive)
+    max_partials_per_s: float = attrs.field(default=50.0, validator=_positive)
 
 
 @attrs.frozen

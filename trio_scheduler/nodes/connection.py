@@ -35,6 +35,7 @@ from trio_scheduler.protocol.messages import (
     NodeRegister,
     NodeRegisterAck,
 )
+from trio_scheduler.sessions.limits import RateLimiter, Verdict
 
 log = structlog.get_logger(__name__)
 
@@ -112,6 +113,7 @@ class NodeConnection:
         self._registration: Registration | None = None
         nodes = services.config.nodes
         self._limits = NodeLimits(nodes.max_languages, nodes.max_concurrent_jobs_limit)
+        self._partials = RateLimiter(nodes.max_partials_per_s)
 
     @property
     def registered(self) -> bool:
@@ -164,13 +166,47 @@ class NodeConnection:
                 await self._services.manager.heartbeat(
                     registration.node_id, registration.epoch, message
                 )
-            case JobAck() | JobStarted() | AsrPartialFromNode() | JobResult():
+            case AsrPartialFromNode():
+                if await self._partial_allowed(message):
+                    self._services.dispatcher.route_from_node(
+                        registration.node_id, message.job_id, message.session_id, message
+                    )
+            case JobAck() | JobStarted() | JobResult():
                 self._services.dispatcher.route_from_node(
                     registration.node_id, message.job_id, message.session_id, message
                 )
             case NodeError():
                 log.warning("node reported an error", node_id=registration.node_id,
                             code=message.code, message=message.message)
+
+    async def _partial_allowed(self, message: AsrPartialFromNode) -> bool:
+        """Partials are bounded in size and rate; results never are.
+
+        A partial is superseded by the next one and by the job's result, so dropping one
+        loses nothing the user keeps; every other job frame carries state and is never
+        dropped here.
+        """
+        counters = self._services.dispatcher.counters
+        limit = self._services.config.nodes.max_partial_chars
+        if len(message.text) > limit:
+            counters.inc("asr_partials_refused")
+            await self._send_error(
+                ErrorCode.INVALID_MESSAGE,
+                f"asr_partial text is longer than {limit} characters",
+                {"field": "text"},
+            )
+            return False
+        verdict = self._partials.check(trio.current_time())
+        if verdict is Verdict.ALLOW:
+            return True
+        counters.inc("asr_partials_dropped")
+        if verdict is Verdict.REFUSE:
+            await self._send_error(
+                ErrorCode.RATE_LIMITED,
+                f"more than {self._services.config.nodes.max_partials_per_s:g} asr_partial "
+                "frames per second; extra ones are dropped",
+            )
+        return False
 
     async def _on_register(self, message: NodeRegister) -> None:
         rejection = check_registration(
