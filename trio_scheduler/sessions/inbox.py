@@ -5,6 +5,8 @@ slowed down by TCP backpressure. Node events (results, node loss, capacity wake-
 put without waiting — a node connection must never block on a session — and are always
 taken first: under load, a result releases its node slot at once instead of queueing
 behind a backlog of audio chunks, which is what keeps an overloaded server dispatching.
+The client's departure overtakes both: a gone client's queued audio and its jobs' answers
+are of no use to anyone, and the session must stop at once (PROTOCOL §2.3.5).
 """
 
 from __future__ import annotations
@@ -22,11 +24,18 @@ class SessionInbox:
         self._node_events: collections.deque[Any] = collections.deque()
         self._node_size = node_size
         self._arrived = trio.Event()
+        self._gone: Any | None = None
         self.dropped_node_events = 0
 
     async def put_client(self, event: Any) -> None:
         """From the socket reader: waits while the session is behind."""
         await self._client_send.send(event)
+        self._arrived.set()
+
+    def client_gone(self, event: Any) -> None:
+        """From the socket reader when the socket closed: never waits, and from now on
+        :meth:`get` returns ``event`` before anything still queued."""
+        self._gone = event
         self._arrived.set()
 
     def put_node(self, event: Any) -> bool:
@@ -39,8 +48,12 @@ class SessionInbox:
         return True
 
     async def get(self, deadline: float = math.inf) -> Any | None:
-        """The next event, node events first; None when ``deadline`` passes first."""
+        """The next event: the client's departure, else node events, else client frames;
+        None when ``deadline`` passes first."""
         while True:
+            if self._gone is not None:
+                await trio.lowlevel.checkpoint()
+                return self._gone
             if self._node_events:
                 await trio.lowlevel.checkpoint()
                 return self._node_events.popleft()

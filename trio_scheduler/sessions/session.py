@@ -131,7 +131,7 @@ async def _read_client(ws, inbox: SessionInbox, clock_ms) -> None:
             raw = await ws.get_message()
             await inbox.put_client(ClientFrame(raw, clock_ms(), trio.current_time()))
     except trio_websocket.ConnectionClosed as exc:
-        await inbox.put_client(ClientGone(exc.reason.code if exc.reason else None))
+        inbox.client_gone(ClientGone(exc.reason.code if exc.reason else None))
 
 
 class SessionTask:
@@ -169,7 +169,7 @@ class SessionTask:
         )
         results = self._config.results
         # Client-indexed utterances (the ``utterance`` path) wait here for lower indexes.
-        self._utterances: OrderedResults[tuple[Utterance, int]] = OrderedResults(
+        self._utterances: OrderedResults[tuple[Utterance, bytes, int]] = OrderedResults(
             results.gap_timeout_ms / 1000, results.max_pending
         )
         # Every utterance's outcome waits here for its turn to be delivered.
@@ -399,7 +399,8 @@ class SessionTask:
                 {"field": "utterance_index"},
             )
             return
-        if decode_base64(message.audio) is None:
+        audio = decode_base64(message.audio)
+        if audio is None:
             await self._send_error(
                 ErrorCode.INVALID_MESSAGE, "audio is not valid base64", {"field": "audio"}
             )
@@ -409,7 +410,7 @@ class SessionTask:
             await self._send_error(rejection.code, rejection.message, rejection.details)
             return
         await self._release_utterances(
-            self._utterances.put(index, (message, frame.received_at_ms), now), now
+            self._utterances.put(index, (message, audio, frame.received_at_ms), now), now
         )
 
     async def _release_utterances(self, released: list[Release], now: float) -> None:
@@ -422,9 +423,8 @@ class SessionTask:
                 )
 
     async def _start_job_for_utterance(
-        self, message: Utterance, received_at_ms: int, now: float
+        self, message: Utterance, audio: bytes, received_at_ms: int, now: float
     ) -> None:
-        audio = decode_base64(message.audio) or b""
         job = self._new_job(
             index=message.utterance_index,
             audio=audio,

@@ -1,0 +1,52 @@
+"""The session inbox's order: the client's departure, then node events, then client frames."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from trio_scheduler.sessions.inbox import SessionInbox
+
+
+async def test_node_events_overtake_client_frames():
+    inbox = SessionInbox(client_size=8, node_size=8)
+    await inbox.put_client("chunk-1")
+    await inbox.put_client("chunk-2")
+    assert inbox.put_node("result")
+    assert [await inbox.get() for _ in range(3)] == ["result", "chunk-1", "chunk-2"]
+
+
+async def test_client_departure_overtakes_everything_queued():
+    inbox = SessionInbox(client_size=8, node_size=8)
+    await inbox.put_client("chunk")
+    inbox.put_node("result")
+    inbox.client_gone("gone")
+    assert await inbox.get() == "gone"
+    assert await inbox.get() == "gone"  # it stays the answer: the session stops on it
+
+
+async def test_client_departure_wakes_a_waiting_get(nursery):
+    inbox = SessionInbox(client_size=1, node_size=1)
+    got = []
+
+    async def take(*, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        got.append(await inbox.get())
+
+    await nursery.start(take)
+    inbox.client_gone("gone")
+    await trio.testing.wait_all_tasks_blocked()
+    assert got == ["gone"]
+
+
+async def test_full_node_queue_refuses_without_waiting():
+    inbox = SessionInbox(client_size=1, node_size=2)
+    assert inbox.put_node("a") and inbox.put_node("b")
+    assert not inbox.put_node("c")
+    assert inbox.dropped_node_events == 1
+
+
+async def test_get_returns_none_at_the_deadline(autojump_clock):
+    inbox = SessionInbox(client_size=1, node_size=1)
+    assert await inbox.get(deadline=trio.current_time() + 5) is None
+    assert trio.current_time() == 5
