@@ -274,6 +274,7 @@ async def test_drain_over_the_admin_api(start_server):
         [row] = body["nodes"]
         assert row["node_id"] == node_id and row["status"] == "draining"
         assert row["pools"] == [] and "zh:en" in row["pairs"]
+        assert row["services"] == ["asr", "nmt", "tts"]
         assert row["reserved_jobs"] == 1 and row["load"] == 0.25
         assert row["last_heartbeat_age_s"] >= 0
 

@@ -6,15 +6,24 @@ from __future__ import annotations
 
 import base64
 
+import attrs
+import pytest
 import trio
 
 from harness import MemoryHarness
+from trio_scheduler.dispatch.dispatcher import AllFull, Dispatcher
+from trio_scheduler.management.needs import Needs
+from trio_scheduler.management.publisher import SnapshotPublisher
+from trio_scheduler.management.snapshot import NodeStatus, NodeView, Snapshot
 from trio_scheduler.simulate.frames import (
+    audio_chunk_frame,
     heartbeat_frame,
     one_way_init,
     register_frame,
     result_frame,
+    session_init_frame,
 )
+from trio_scheduler.store.memory import MemoryStore
 
 ASR_ONLY = {"use_asr": True, "use_nmt": False, "use_tts": False}
 FULL = {"use_asr": True, "use_nmt": True, "use_tts": True}
@@ -30,21 +39,33 @@ def utterance(session_id: str, index: int, pipeline: dict) -> dict:
             "sample_rate": 16000, "pipeline": pipeline}
 
 
-async def asr_only_node(h: MemoryHarness, **register):
-    """A node with ASR alone: it recognises Chinese and translates into nothing."""
+async def asr_only_node(h: MemoryHarness, languages=None, **register):
+    """A node with ASR alone: it recognises Chinese (by default) and translates into
+    nothing."""
+    languages = {**ASR_LANGUAGES, **(languages or {})}
     node = h.node()
     await node.send(register_frame(
         installed_services=[{"service_id": "whisper", "type": "asr", "device": "gpu",
                              "status": "running", "version": "1"}],
         capability_by_type=[{"type": "asr", "ready": True}],
-        language_capabilities=ASR_LANGUAGES,
+        language_capabilities=languages,
         **register,
     ))
     node_id = (await node.recv_type("node_register_ack"))["node_id"]
     heartbeat = heartbeat_frame(node_id)
-    heartbeat["language_capabilities"] = ASR_LANGUAGES
+    heartbeat["language_capabilities"] = languages
     await node.send(heartbeat)
     await h.wait_node_status(node_id, "ready")
+    return node, node_id
+
+
+async def tts_down_node(h: MemoryHarness, **register):
+    """A node serving zh:en whose TTS stopped: still ready when only ASR is required."""
+    node, node_id = await h.ready_node(["zh", "en"], **register)
+    heartbeat = heartbeat_frame(node_id, ["zh", "en"])
+    heartbeat["capability_by_type"] = [{"type": "tts", "ready": False}]
+    await node.send(heartbeat)
+    await h.scheduler.publisher.wait_until(lambda s: "tts" not in s.nodes[node_id].services)
     return node, node_id
 
 
@@ -89,8 +110,9 @@ async def test_default_pipeline_never_goes_to_an_asr_only_node(nursery, autojump
     h = await MemoryHarness.start(nursery, nodes=ONLY_ASR_REQUIRED)
     asr, _ = await asr_only_node(h)
     client = h.session()
-    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
-    await client.send(utterance(session_id, 0, FULL))
+    await client.send(one_way_init("zh", "en"))
+    session_id = (await client.recv_type("session_init_ack"))["session_id"]
+    await client.send(audio_chunk_frame(session_id, 0, is_final=True))
     assert (await client.recv_type("error"))["code"] == "NO_AVAILABLE_NODE"
     assert await stays_silent(asr)
     assert h.scheduler.dispatcher.counters["jobs_dispatched"] == 0
@@ -98,13 +120,7 @@ async def test_default_pipeline_never_goes_to_an_asr_only_node(nursery, autojump
 
 async def test_node_whose_tts_stopped_keeps_asr_only_work(nursery, autojump_clock):
     h = await MemoryHarness.start(nursery, nodes=ONLY_ASR_REQUIRED)
-    node, node_id = await h.ready_node(["zh", "en"])
-    tts_down = heartbeat_frame(node_id, ["zh", "en"])
-    tts_down["capability_by_type"] = [{"type": "tts", "ready": False}]
-    await node.send(tts_down)
-    await h.scheduler.publisher.wait_until(
-        lambda s: "tts" not in s.nodes[node_id].services
-    )
+    node, node_id = await tts_down_node(h)
     assert str(h.scheduler.publisher.current.nodes[node_id].status) == "ready"
     client = h.session()
     session_id = await h.session_id_for(client, one_way_init("zh", "en"))
@@ -127,31 +143,113 @@ async def test_node_whose_tts_stopped_is_degraded_when_tts_is_required(nursery, 
     assert h.scheduler.publisher.current.pools == {}
 
 
-async def test_waiting_job_is_woken_only_by_a_node_that_can_run_it(nursery, autojump_clock):
-    """A full-pipeline job waiting for capacity is not handed the slot an ASR-only node
+@pytest.mark.parametrize("partial_node", [asr_only_node, tts_down_node])
+async def test_waiting_job_is_woken_only_by_a_node_that_can_run_it(
+    nursery, autojump_clock, partial_node
+):
+    """A full-pipeline job waiting for capacity is not handed the slot a node without TTS
     frees; it takes the slot of the full node when that one frees."""
     h = await MemoryHarness.start(nursery, nodes=ONLY_ASR_REQUIRED)
     full, full_id = await h.ready_node(["zh", "en"], max_concurrent_jobs=1)
-    asr, asr_id = await asr_only_node(h, max_concurrent_jobs=1)
+    partial, partial_id = await partial_node(h, max_concurrent_jobs=1)
     client = h.session()
     session_id = await h.session_id_for(client, one_way_init("zh", "en"))
 
     await client.send(utterance(session_id, 0, FULL))
     first = await full.recv_type("job_assign")
     await client.send(utterance(session_id, 1, ASR_ONLY))  # the full node is busy
-    second = await asr.recv_type("job_assign")
+    second = await partial.recv_type("job_assign")
     await client.send(utterance(session_id, 2, FULL))
     assert (await client.recv_type("backpressure"))["action"] == "BUSY"
     assert h.scheduler.dispatcher.waiting == 1
 
-    await asr.send(result_frame(second, asr_id))  # frees a slot the waiting job cannot use
-    assert await stays_silent(asr)
+    await partial.send(result_frame(second, partial_id))  # a slot the waiting job cannot use
+    assert await stays_silent(partial)
     assert h.scheduler.dispatcher.waiting == 1
+    assert h.scheduler.dispatcher.counters["waiter_wakeups"] == 0  # not even woken
 
     await full.send(result_frame(first, full_id))
     third = await full.recv_type("job_assign")
     assert third["utterance_index"] == 2
     assert h.scheduler.dispatcher.waiting == 0
+
+
+async def test_waiting_job_is_woken_when_a_node_gets_the_missing_service(
+    nursery, autojump_clock
+):
+    h = await MemoryHarness.start(nursery, nodes=ONLY_ASR_REQUIRED)
+    full, full_id = await h.ready_node(["zh", "en"], max_concurrent_jobs=1)
+    partial, partial_id = await tts_down_node(h)
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send(utterance(session_id, 0, FULL))
+    await full.recv_type("job_assign")
+    await client.send(utterance(session_id, 1, FULL))
+    assert (await client.recv_type("backpressure"))["action"] == "BUSY"
+
+    tts_back = heartbeat_frame(partial_id, ["zh", "en"])
+    tts_back["capability_by_type"] = [{"type": "tts", "ready": True}]
+    with trio.fail_after(1):  # far below the 10 s pending timeout
+        await partial.send(tts_back)
+        job = await partial.recv_type("job_assign")
+    assert job["utterance_index"] == 1
+
+
+async def test_failover_keeps_the_jobs_needs(nursery, autojump_clock):
+    """An ASR-only job whose node is lost goes to another ASR-only node."""
+    h = await MemoryHarness.start(nursery, nodes=ONLY_ASR_REQUIRED)
+    first, _ = await asr_only_node(h)
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send(utterance(session_id, 0, ASR_ONLY))
+    job = await first.recv_type("job_assign")
+    second, second_id = await asr_only_node(h)
+    await first.ws.aclose()
+    retry = await second.recv_type("job_assign")
+    assert (retry["job_id"], retry["attempt_id"]) == (job["job_id"], 2)
+    assert retry["pipeline"]["use_tts"] is False
+
+
+async def test_two_way_asr_only_needs_a_node_recognising_both_languages(
+    nursery, autojump_clock
+):
+    h = await MemoryHarness.start(nursery, nodes=ONLY_ASR_REQUIRED)
+    zh_only, _ = await asr_only_node(h)
+    client = h.session()
+    session_id = await h.session_id_for(client, session_init_frame())  # two_way_auto zh/en
+    await client.send(utterance(session_id, 0, ASR_ONLY))
+    error = await client.recv_type("error")
+    assert error["code"] == "NO_AVAILABLE_NODE" and "en:*" in error["message"]
+
+    both, _ = await asr_only_node(h, languages={"asr_languages": ["zh", "en"]})
+    await client.send(utterance(session_id, 1, ASR_ONLY))
+    assert (await both.recv_type("job_assign"))["utterance_index"] == 1
+    assert await stays_silent(zh_only)
+
+
+async def test_pinned_session_fails_when_its_node_cannot_run_the_pipeline(
+    nursery, autojump_clock
+):
+    h = await MemoryHarness.start(nursery, nodes=ONLY_ASR_REQUIRED)
+    node = h.node()
+    await node.send(register_frame(["zh", "en"]))
+    ack = await node.recv_type("node_register_ack")
+    node_id = ack["node_id"]
+    heartbeat = heartbeat_frame(node_id, ["zh", "en"])
+    heartbeat["capability_by_type"] = [{"type": "tts", "ready": False}]
+    await node.send(heartbeat)
+    await h.wait_node_status(node_id, "ready")
+    client = h.session()
+    session_id = await h.session_id_for(
+        client, one_way_init("zh", "en", pairing_code=ack["pairing_code"])
+    )
+    await client.send(utterance(session_id, 0, FULL))
+    event = await client.recv_type("ui_event")
+    assert (event["event"], event["error_code"]) == ("ERROR", "NODE_UNAVAILABLE")
+    assert "paired node" in event["hint"]
+    assert (await client.recv_type("missing_result"))["reason"] == "job_failed"
+    await client.send(utterance(session_id, 1, ASR_ONLY))
+    assert (await node.recv_type("job_assign"))["utterance_index"] == 1
 
 
 async def test_pipeline_without_a_stage_is_refused(nursery, autojump_clock):
@@ -166,3 +264,48 @@ async def test_pipeline_without_a_stage_is_refused(nursery, autojump_clock):
     assert error["details"] == {"field": "pipeline"}
     await client.send(utterance(session_id, 0, FULL))  # the index is still free
     assert (await node.recv_type("job_assign"))["utterance_index"] == 0
+
+
+class RecordingLink:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, frame: str) -> bool:
+        self.sent.append(frame)
+        return True
+
+
+class NullInbox:
+    def put_node(self, event) -> bool:
+        return True
+
+
+async def test_service_lost_during_the_reservation_is_rechecked():
+    """Dispatch re-reads the node after the reservation's await: a node that lost TTS
+    meanwhile gets no full-pipeline job, and the slot goes back."""
+    publisher = SnapshotPublisher()
+    link = RecordingLink()
+    node = NodeView("n1", 1, NodeStatus.READY, 4, frozenset({"zh:en", "zh:*"}),
+                    frozenset({"asr", "nmt", "tts"}), True, link)
+    pools = {"zh:en": frozenset({"n1"}), "zh:*": frozenset({"n1"})}
+    publisher.publish(Snapshot(1, {"n1": node}, pools))
+    store = MemoryStore()
+    reserve = store.reserve
+
+    async def reserve_while_tts_stops(*args, **kwargs):
+        reservation = await reserve(*args, **kwargs)
+        without_tts = attrs.evolve(node, services=frozenset({"asr", "nmt"}))
+        publisher.publish(Snapshot(2, {"n1": without_tts}, pools))
+        return reservation
+
+    store.reserve = reserve_while_tts_stops
+    dispatcher = Dispatcher(publisher, store, job_timeout_ms=1000, reservation_margin_ms=10,
+                            max_waiting_per_pool=4)
+    outcome = await dispatcher.dispatch(
+        job_id="job-1", attempt_id=1, frame="{}", session_id="s-1", inbox=NullInbox(),
+        needs=Needs(frozenset({"zh:en"}), frozenset({"asr", "nmt", "tts"})),
+        sticky_node_id=None,
+    )
+    assert isinstance(outcome, AllFull)
+    assert link.sent == []
+    assert await store.in_use("n1", 0) == 0

@@ -121,10 +121,10 @@ ASR = frozenset({"asr"})
                      id="asr-only-needs-the-source"),
         pytest.param("two_way_auto", "auto", "en", "zh", "ja", None, ASR, {"zh:*", "ja:*"},
                      id="two-way-asr-only-needs-both-sources"),
-        pytest.param("one_way", "auto", "en", None, None, ["zh", "en"], ASR, {"zh:*", "en:*"},
-                     id="auto-asr-only-keeps-the-target-language-as-a-source"),
-        pytest.param("one_way", "zh", "en", None, None, None, frozenset({"asr", "tone"}),
-                     {"zh:*"}, id="other-services-need-no-target"),
+        pytest.param("one_way", "auto", "en", None, None, ["zh", "en"], ASR, {"zh:*"},
+                     id="auto-asr-only-has-the-sources-of-the-full-pipeline"),
+        pytest.param("one_way", "auto", "en", None, None, ["zh", "ja"], ASR, {"zh:*", "ja:*"},
+                     id="auto-asr-only-needs-every-source"),
     ],
 )
 def test_needs_for_pipelines(mode, src, tgt, lang_a, lang_b, auto_langs, services, expected):
@@ -139,8 +139,10 @@ def test_needs_for_pipelines(mode, src, tgt, lang_a, lang_b, auto_langs, service
     [
         pytest.param(Pipeline(), {"asr", "nmt", "tts"}, id="default"),
         pytest.param(Pipeline(use_nmt=False, use_tts=False), {"asr"}, id="asr-only"),
-        pytest.param(Pipeline(use_semantic=True, use_tone=True),
-                     {"asr", "nmt", "tts", "semantic", "tone"}, id="all"),
+        pytest.param(Pipeline(use_semantic=True, use_tone=True), {"asr", "nmt", "tts"},
+                     id="semantic-and-tone-choose-no-node"),
+        pytest.param(Pipeline(use_nmt=False, use_tts=False, use_tone=True), {"asr"},
+                     id="asr-with-tone"),
         pytest.param(Pipeline(use_asr=False, use_nmt=False, use_tts=False), set(), id="none"),
     ],
 )

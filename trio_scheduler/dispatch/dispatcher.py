@@ -139,7 +139,8 @@ class Dispatcher:
         self._in_flight: collections.Counter[str] = collections.Counter()  # node -> our slots
         self._routes: dict[str, JobRoute] = {}
         self._waiters: collections.OrderedDict[str, Waiter] = collections.OrderedDict()
-        self._waiting_per_pool: collections.Counter[Needs] = collections.Counter()
+        # pools -> jobs waiting for them (the bound is per pool, whatever the pipelines)
+        self._waiting_per_pool: collections.Counter[frozenset[str]] = collections.Counter()
         self._dedup_window_s = dedup_window_ms / 1000
         self._ended: dict[str, float] = {}  # job_id -> when it ended (insertion ordered)
         publisher.add_listener(self._on_snapshot)
@@ -212,7 +213,7 @@ class Dispatcher:
             # The reservation awaited: the node may have gone meanwhile. Everything from
             # here to the channel send is synchronous, so the node connection's cleanup
             # either sees this job in the directory or makes the send fail.
-            if not _still_schedulable(self._publisher.current, node):
+            if not _still_able(self._publisher.current, node, needs):
                 await self._store.release(node.node_id, member)
                 continue
             self._in_flight[node.node_id] += 1
@@ -307,10 +308,10 @@ class Dispatcher:
         """
         if job_id in self._waiters:
             return True
-        if self._waiting_per_pool[needs] >= self._max_waiting:
+        if self._waiting_per_pool[needs.pools] >= self._max_waiting:
             return False
         self._waiters[job_id] = Waiter(job_id, needs, inbox)
-        self._waiting_per_pool[needs] += 1
+        self._waiting_per_pool[needs.pools] += 1
         return True
 
     def keep_waiting(self, job_id: str) -> None:
@@ -327,9 +328,9 @@ class Dispatcher:
         waiter = self._waiters.pop(job_id, None)
         if waiter is None:
             return
-        self._waiting_per_pool[waiter.needs] -= 1
-        if not self._waiting_per_pool[waiter.needs]:
-            del self._waiting_per_pool[waiter.needs]
+        self._waiting_per_pool[waiter.needs.pools] -= 1
+        if not self._waiting_per_pool[waiter.needs.pools]:
+            del self._waiting_per_pool[waiter.needs.pools]
         if waiter.woken_by is not None and not took_slot:
             self._wake_one_for(waiter.woken_by)
 
@@ -349,8 +350,12 @@ class Dispatcher:
         for waiter in waiters:
             if waiter.woken_by is None and waiter.needs.met_by(node):
                 waiter.woken_by = node_id
-                _notify(waiter.inbox, CapacityFreed(waiter.job_id))
+                self._wake(waiter)
                 return
+
+    def _wake(self, waiter: Waiter) -> None:
+        self.counters.inc("waiter_wakeups")
+        _notify(waiter.inbox, CapacityFreed(waiter.job_id))
 
     def _on_snapshot(self, old: Snapshot, new: Snapshot) -> None:
         if not self._waiters or (old.pools == new.pools and old.nodes == new.nodes):
@@ -363,12 +368,18 @@ class Dispatcher:
             joined = new.candidates(waiter.needs) - old.candidates(waiter.needs)
             if joined:
                 waiter.woken_by = next(iter(joined))
-                _notify(waiter.inbox, CapacityFreed(waiter.job_id))
+                self._wake(waiter)
 
 
-def _still_schedulable(snapshot: Snapshot, node: NodeView) -> bool:
+def _still_able(snapshot: Snapshot, node: NodeView, needs: Needs) -> bool:
+    """The node is still the same connection, ready, and able to run the job."""
     current = snapshot.nodes.get(node.node_id)
-    return current is not None and current.link is node.link and current.schedulable
+    return (
+        current is not None
+        and current.link is node.link
+        and current.schedulable
+        and needs.met_by(current)
+    )
 
 
 def _notify(inbox: Inbox, event: Any) -> None:

@@ -1,10 +1,15 @@
 """What a job needs from a node: the pools it must belong to and the services it must have.
 
-A job's ``pipeline`` says which stages run (PROTOCOL §2.1); each stage is a service type
-the node reports in ``capability_by_type``. The default pipeline (ASR, NMT, TTS) needs
-what ``[nodes] required_services`` already demands of every ready node, so for it the
-service check never removes a candidate; an ASR-only ``utterance`` can go to a node that
-recognises the source language and has nothing else ready.
+A job's ``pipeline`` says which stages run (PROTOCOL §2.1). The ASR, NMT and TTS stages
+are service types the node reports in ``capability_by_type``, and a node without one of
+them cannot run the job. ``use_semantic`` and ``use_tone`` are refinements the node
+applies when it can: the real agent does not report them as service types, so they are
+passed on in ``job_assign`` and never used to choose a node.
+
+The default pipeline (ASR, NMT, TTS) needs what ``[nodes] required_services`` already
+demands of every ready node, so for it the service check never removes a candidate; an
+ASR-only ``utterance`` can go to a node that recognises the source language and has
+nothing else ready.
 """
 
 from __future__ import annotations
@@ -16,22 +21,17 @@ import attrs
 from trio_scheduler.management.pools import (
     TARGET_SERVICES,
     required_pairs,
-    required_sources,
     source_key,
+    source_of,
 )
 from trio_scheduler.protocol.messages import Pipeline
 
 if TYPE_CHECKING:
     from trio_scheduler.management.snapshot import NodeView
 
-# pipeline flag -> service type (PROTOCOL §3.1 service types)
-STAGE_SERVICES = {
-    "use_asr": "asr",
-    "use_nmt": "nmt",
-    "use_tts": "tts",
-    "use_semantic": "semantic",
-    "use_tone": "tone",
-}
+# pipeline flag -> the service type a node must have ready to run that stage
+STAGE_SERVICES = {"use_asr": "asr", "use_nmt": "nmt", "use_tts": "tts"}
+SELECTION_SERVICES = frozenset(STAGE_SERVICES.values())
 
 
 def pipeline_services(pipeline: Pipeline) -> frozenset[str]:
@@ -73,6 +73,6 @@ def needs_for(
     if services & TARGET_SERVICES:
         pools = required_pairs(mode, src_lang, tgt_lang, lang_a, lang_b, auto_langs)
     else:
-        sources = required_sources(mode, src_lang, lang_a, lang_b, auto_langs)
-        pools = frozenset(source_key(src) for src in sources)
+        pairs = required_pairs(mode, src_lang, tgt_lang, lang_a, lang_b, auto_langs)
+        pools = frozenset(source_key(source_of(pair)) for pair in pairs)
     return Needs(pools, services)

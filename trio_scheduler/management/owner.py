@@ -19,6 +19,7 @@ import trio
 
 from trio_scheduler.management import node_state
 from trio_scheduler.management.node_state import Capabilities, HealthRules
+from trio_scheduler.management.needs import SELECTION_SERVICES
 from trio_scheduler.management.pools import move_node
 from trio_scheduler.management.publisher import SnapshotPublisher
 from trio_scheduler.management.snapshot import NodeStatus, NodeView, Pairing, Snapshot
@@ -121,7 +122,8 @@ class NodeRecord:
             status=self.status,
             max_concurrent_jobs=self.max_concurrent_jobs,
             pools=self.capabilities.pools,
-            services=self.capabilities.services_ready,
+            # Only what selection reads: other types flapping must not republish.
+            services=self.capabilities.services_ready & SELECTION_SERVICES,
             accept_public_jobs=self.accept_public_jobs,
             link=self.link,
         )

@@ -39,6 +39,10 @@ def source_key(src: str) -> str:
     return pair_key(src, ANY_TARGET)
 
 
+def source_of(pair: str) -> str:
+    return pair.partition(":")[0]
+
+
 def served_pairs(
     asr_languages: Iterable[str],
     tts_languages: Iterable[str],
@@ -119,19 +123,3 @@ def required_pairs(
             pair_key(src, tgt) for src in sources
         )
     return frozenset({pair_key(normalize_language(src_lang), tgt)})
-
-
-def required_sources(
-    mode: str | None, src_lang: str, lang_a: str | None, lang_b: str | None,
-    auto_langs: Iterable[str] | None,
-) -> frozenset[str]:
-    """The languages a session's speakers may use: the sources of its
-    :func:`required_pairs`, and all that a job without a target language needs."""
-    if mode == "two_way_auto":
-        assert lang_a and lang_b
-        sources: Iterable[str] = (lang_a, lang_b)
-    elif normalize_language(src_lang) == AUTO:
-        sources = auto_langs or ()
-    else:
-        sources = (src_lang,)
-    return frozenset(normalize_language(src) for src in sources)

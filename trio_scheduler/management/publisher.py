@@ -85,7 +85,7 @@ def _node_fields(view: NodeView, instance_id: str) -> dict[str, str]:
         "status": str(view.status),
         "epoch": str(view.epoch),
         "max_concurrent_jobs": str(view.max_concurrent_jobs),
-        "pools": ",".join(sorted(view.pools)),
+        "serves": ",".join(sorted(view.pools)),  # the pools it is in while ready
         "services": ",".join(sorted(view.services)),
         "instance": instance_id,
     }

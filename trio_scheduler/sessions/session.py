@@ -583,7 +583,10 @@ class SessionTask:
                 )
             case NoNode():
                 self._dispatcher.stop_waiting(job.job_id)
-                if job.lost_nodes or spec.pinned_node_id is not None:
+                if spec.pinned_node_id is not None:
+                    hint = "the paired node is not ready or cannot run this pipeline"
+                    await self._fail(job, ErrorCode.NODE_UNAVAILABLE, hint, now)
+                elif job.lost_nodes:
                     await self._fail(
                         job, ErrorCode.NODE_UNAVAILABLE, "no other node can take the job", now
                     )
