@@ -309,3 +309,63 @@ async def test_service_lost_during_the_reservation_is_rechecked():
     assert isinstance(outcome, AllFull)
     assert link.sent == []
     assert await store.in_use("n1", 0) == 0
+
+
+# -- an utterance's own languages ------------------------------------------------------------
+
+
+async def test_utterance_runs_in_its_own_languages(nursery, autojump_clock):
+    """A gateway's utterance says its languages; the node is chosen and told by them."""
+    h = await MemoryHarness.start(nursery)
+    zh_node, _ = await h.ready_node(["zh", "en"])
+    ja_node, _ = await h.ready_node(["ja", "en"])
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send({**utterance(session_id, 0, FULL), "src_lang": "JA", "dialect": "kansai"})
+    job = await ja_node.recv_type("job_assign")
+    assert (job["src_lang"], job["tgt_lang"], job["dialect"]) == ("ja", "en", "kansai")
+    assert await stays_silent(zh_node)
+    await client.send(utterance(session_id, 1, FULL))  # zh -> en, the session's own
+    job = await zh_node.recv_type("job_assign")
+    assert (job["utterance_index"], job["src_lang"]) == (1, "zh")
+
+
+async def test_utterance_leaves_out_what_the_session_says(nursery, autojump_clock):
+    """Without ``mode``, ``lang_a`` and ``lang_b`` a two-way session's utterance is two-way:
+    it needs a node serving both directions."""
+    h = await MemoryHarness.start(nursery)
+    one_direction, node_id = await h.ready_node()
+    heartbeat = heartbeat_frame(node_id)
+    heartbeat["language_capabilities"] = {"asr_languages": ["zh"], "tts_languages": ["en"]}
+    await one_direction.send(heartbeat)
+    await h.scheduler.publisher.wait_until(lambda s: set(s.pools) == {"zh:en", "zh:*"})
+    client = h.session()
+    session_id = await h.session_id_for(client, session_init_frame())  # two_way_auto zh/en
+    await client.send({**utterance(session_id, 0, FULL), "src_lang": "auto"})
+    error = await client.recv_type("error")
+    assert error["code"] == "NO_AVAILABLE_NODE" and "en:zh" in error["message"]
+    both, _ = await h.ready_node(["zh", "en"])
+    await client.send({**utterance(session_id, 1, FULL), "src_lang": "auto"})
+    job = await both.recv_type("job_assign")
+    assert (job["mode"], job["lang_a"], job["lang_b"]) == ("two_way_auto", "zh", "en")
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"tgt_lang": "auto"}, "tgt_lang"),
+        ({"src_lang": "not a tag"}, "src_lang"),
+        ({"mode": "sideways"}, "mode"),
+        ({"mode": "one_way", "src_lang": "auto", "auto_langs": None}, "auto_langs"),
+    ],
+)
+async def test_utterance_with_bad_languages_is_refused(nursery, autojump_clock, change, field):
+    h = await MemoryHarness.start(nursery)
+    node, _ = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send({**utterance(session_id, 0, FULL), **change})
+    error = await client.recv_type("error")
+    assert (error["code"], error["details"]) == ("INVALID_MESSAGE", {"field": field})
+    await client.send(utterance(session_id, 0, FULL))  # the index is still free
+    assert (await node.recv_type("job_assign"))["utterance_index"] == 0

@@ -48,7 +48,6 @@ from trio_scheduler.protocol.messages import (
     JobCancel,
     JobResult,
     JobStarted,
-    Pipeline,
     ServerHeartbeat,
     SessionClose,
     SessionCloseAck,
@@ -73,8 +72,8 @@ from trio_scheduler.sessions.segmenter import (
 )
 from trio_scheduler.sessions.spec import (
     SessionSpec,
-    check_pipeline,
     check_session_init,
+    check_utterance,
     new_session_id,
 )
 from trio_scheduler.store.base import StoreUnavailable
@@ -169,7 +168,9 @@ class SessionTask:
         )
         results = self._config.results
         # Client-indexed utterances (the ``utterance`` path) wait here for lower indexes.
-        self._utterances: OrderedResults[tuple[Utterance, bytes, int]] = OrderedResults(
+        self._utterances: OrderedResults[
+            tuple[Utterance, SessionSpec, bytes, int]
+        ] = OrderedResults(
             results.gap_timeout_ms / 1000, results.max_pending
         )
         # Every utterance's outcome waits here for its turn to be delivered.
@@ -405,12 +406,14 @@ class SessionTask:
                 ErrorCode.INVALID_MESSAGE, "audio is not valid base64", {"field": "audio"}
             )
             return
-        rejection = check_pipeline(message.pipeline)
-        if rejection is not None:
-            await self._send_error(rejection.code, rejection.message, rejection.details)
+        assert self._spec is not None
+        spec = check_utterance(message, self._spec)
+        if isinstance(spec, Rejection):
+            await self._send_error(spec.code, spec.message, spec.details)
             return
         await self._release_utterances(
-            self._utterances.put(index, (message, audio, frame.received_at_ms), now), now
+            self._utterances.put(index, (message, spec, audio, frame.received_at_ms), now),
+            now,
         )
 
     async def _release_utterances(self, released: list[Release], now: float) -> None:
@@ -423,7 +426,8 @@ class SessionTask:
                 )
 
     async def _start_job_for_utterance(
-        self, message: Utterance, audio: bytes, received_at_ms: int, now: float
+        self, message: Utterance, spec: SessionSpec, audio: bytes, received_at_ms: int,
+        now: float,
     ) -> None:
         job = self._new_job(
             index=message.utterance_index,
@@ -436,7 +440,7 @@ class SessionTask:
             now=now,
             received_at_ms=received_at_ms,
             first_client_ts_ms=None,
-            pipeline=message.pipeline,
+            spec=spec,
         )
         await self._dispatch(job, now)
 
@@ -502,11 +506,12 @@ class SessionTask:
         now: float,
         received_at_ms: int,
         first_client_ts_ms: float | None,
-        pipeline: Pipeline | None = None,
+        spec: SessionSpec | None = None,
     ) -> Job:
-        spec = self._spec
-        assert spec is not None and self._needs is not None
-        needs = self._needs if pipeline is None else spec.needs(pipeline)
+        """A job run with the session's settings, or with ``spec`` (an ``utterance``'s)."""
+        assert self._spec is not None and self._needs is not None
+        needs = self._needs if spec is None or spec == self._spec else spec.needs()
+        spec = spec or self._spec
         job_id = new_job_id()
         assign = JobAssign(
             job_id=job_id,
@@ -517,7 +522,7 @@ class SessionTask:
             tgt_lang=spec.tgt_lang,
             dialect=spec.dialect,
             features=spec.features,
-            pipeline=pipeline or spec.pipeline,
+            pipeline=spec.pipeline,
             audio=base64.b64encode(audio).decode("ascii"),
             audio_format=audio_format,
             sample_rate=sample_rate,

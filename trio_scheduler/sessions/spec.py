@@ -12,7 +12,7 @@ from trio_scheduler.management.needs import Needs, needs_for, pipeline_services
 from trio_scheduler.management.node_state import Rejection
 from trio_scheduler.management.pools import AUTO, is_language_tag, normalize_language
 from trio_scheduler.protocol.errors import ErrorCode
-from trio_scheduler.protocol.messages import Pipeline, SessionInit
+from trio_scheduler.protocol.messages import Pipeline, SessionInit, Utterance
 
 MODES = ("one_way", "two_way_auto")
 
@@ -57,13 +57,18 @@ def _invalid(message: str, field: str) -> Rejection:
     return Rejection(ErrorCode.INVALID_MESSAGE, message, {"field": field})
 
 
-def check_session_init(message: SessionInit, session_id: str) -> SessionSpec | Rejection:
-    """The session's settings, or why the init is refused (languages, mode, auto)."""
-    langs: dict[str, str | None] = {
-        "src_lang": message.src_lang,
-        "tgt_lang": message.tgt_lang,
-        "lang_a": message.lang_a,
-        "lang_b": message.lang_b,
+def check_languages(
+    *,
+    src_lang: str,
+    tgt_lang: str,
+    mode: str | None,
+    lang_a: str | None,
+    lang_b: str | None,
+    auto_langs: list[str] | None,
+) -> dict[str, Any] | Rejection:
+    """The language settings normalised, or why they are refused (PROTOCOL §2.3.1)."""
+    langs: dict[str, Any] = {
+        "src_lang": src_lang, "tgt_lang": tgt_lang, "lang_a": lang_a, "lang_b": lang_b,
     }
     for field, value in langs.items():
         if value is None:
@@ -72,13 +77,11 @@ def check_session_init(message: SessionInit, session_id: str) -> SessionSpec | R
         if normal != AUTO and not is_language_tag(normal):
             return _invalid(f"{field} {value!r} is not a language tag", field)
         langs[field] = normal
-    auto_langs = None
-    if message.auto_langs is not None:
-        auto_langs = [normalize_language(lang) for lang in message.auto_langs]
+    if auto_langs is not None:
+        auto_langs = [normalize_language(lang) for lang in auto_langs]
         for lang in auto_langs:
             if not is_language_tag(lang):
                 return _invalid(f"auto_langs entry {lang!r} is not a language tag", "auto_langs")
-    mode = message.mode
     if mode is not None and mode not in MODES:
         return _invalid(f"mode must be one of {', '.join(MODES)}", "mode")
     if langs["tgt_lang"] == AUTO:
@@ -90,25 +93,61 @@ def check_session_init(message: SessionInit, session_id: str) -> SessionSpec | R
             return _invalid("lang_a and lang_b must be two different languages", "lang_b")
     elif langs["src_lang"] == AUTO and not auto_langs:
         return _invalid("src_lang 'auto' in one-way mode needs auto_langs", "auto_langs")
+    return {**langs, "mode": mode, "auto_langs": auto_langs}
+
+
+def check_session_init(message: SessionInit, session_id: str) -> SessionSpec | Rejection:
+    """The session's settings, or why the init is refused (languages, mode, auto)."""
+    langs = check_languages(
+        src_lang=message.src_lang,
+        tgt_lang=message.tgt_lang,
+        mode=message.mode,
+        lang_a=message.lang_a,
+        lang_b=message.lang_b,
+        auto_langs=message.auto_langs,
+    )
+    if isinstance(langs, Rejection):
+        return langs
     return SessionSpec(
         session_id=session_id,
         trace_id=message.trace_id or str(uuid.uuid4()),
         tenant_id=message.tenant_id,
-        src_lang=langs["src_lang"],
-        tgt_lang=langs["tgt_lang"],
-        mode=mode,
-        lang_a=langs["lang_a"],
-        lang_b=langs["lang_b"],
-        auto_langs=auto_langs,
         dialect=message.dialect,
         features=message.features or {},
         enable_streaming_asr=message.enable_streaming_asr,
         partial_update_interval_ms=message.partial_update_interval_ms,
+        **langs,
     )
 
 
-def check_pipeline(pipeline: Pipeline | None) -> Rejection | None:
-    """A pipeline must run at least one stage: a job with nothing to do has no node."""
-    if pipeline is not None and not pipeline_services(pipeline):
+def check_utterance(message: Utterance, spec: SessionSpec) -> SessionSpec | Rejection:
+    """The settings one ``utterance`` runs with, or why it is refused.
+
+    A gateway describes every utterance: its languages (``src_lang``/``tgt_lang`` always,
+    ``mode``, ``lang_a``, ``lang_b``, ``auto_langs``, ``dialect``, ``features`` when given)
+    override the session's, and what it leaves out is the session's. Its pipeline must run
+    at least one stage.
+    """
+    if message.pipeline is not None and not pipeline_services(message.pipeline):
         return _invalid("pipeline enables no stage", "pipeline")
-    return None
+    langs = check_languages(
+        src_lang=message.src_lang,
+        tgt_lang=message.tgt_lang,
+        mode=_given(message.mode, spec.mode),
+        lang_a=_given(message.lang_a, spec.lang_a),
+        lang_b=_given(message.lang_b, spec.lang_b),
+        auto_langs=_given(message.auto_langs, spec.auto_langs),
+    )
+    if isinstance(langs, Rejection):
+        return langs
+    return attrs.evolve(
+        spec,
+        dialect=_given(message.dialect, spec.dialect),
+        features=message.features or spec.features,
+        pipeline=message.pipeline or spec.pipeline,
+        **langs,
+    )
+
+
+def _given(value: Any, default: Any) -> Any:
+    return default if value is None else value
