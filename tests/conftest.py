@@ -43,7 +43,6 @@ def redis_url(redis_server_url: str) -> Iterator[str]:
 
 import attrs  # noqa: E402
 import pytest  # noqa: E402
-import trio  # noqa: E402
 
 from trio_scheduler.config import Config, with_overrides  # noqa: E402
 from trio_scheduler.server import Scheduler, serve  # noqa: E402

@@ -190,7 +190,7 @@ async def test_pinned_waiter_passes_a_wake_it_cannot_use(nursery, autojump_clock
         await peer.send(heartbeat_frame(ack["node_id"]))
         await h.wait_node_status(ack["node_id"], "ready")
         nodes[name] = (peer, ack["node_id"], ack["pairing_code"])
-    (node_a, a_id, a_code), (node_b, b_id, b_code) = nodes["a"], nodes["b"]
+    (node_a, _, a_code), (node_b, b_id, b_code) = nodes["a"], nodes["b"]
     pinned_a, pinned_b, free = h.session(), h.session(), h.session()
     a_session = await h.session_id_for(pinned_a, one_way_init("zh", "en", pairing_code=a_code))
     b_session = await h.session_id_for(pinned_b, one_way_init("zh", "en", pairing_code=b_code))

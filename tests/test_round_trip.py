@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 
-import trio
 
 from trio_scheduler.simulate.frames import (
     audio_chunk_frame,

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 
-import pytest
 import trio
 
 from trio_scheduler.simulate.client import FakeClient

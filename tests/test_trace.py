@@ -7,8 +7,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-import trio
-import trio.testing
 
 from harness import MemoryHarness
 from trio_scheduler.sessions.audio import plan_a_packet_count

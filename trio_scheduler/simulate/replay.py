@@ -132,7 +132,6 @@ async def replay(
             ready = trio.Event()
 
             async def replay_sent() -> None:
-                nonlocal node_id
                 previous = conn.start
                 for t, frame in conn.sent():
                     if frame.get("type") in JOB_FRAMES:
