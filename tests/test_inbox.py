@@ -50,3 +50,27 @@ async def test_get_returns_none_at_the_deadline(autojump_clock):
     inbox = SessionInbox(client_size=1, node_size=1)
     assert await inbox.get(deadline=trio.current_time() + 5) is None
     assert trio.current_time() == 5
+
+
+async def test_client_frames_are_bounded_in_bytes(nursery):
+    """The reader waits while the queued frames' bytes would pass the budget."""
+    inbox = SessionInbox(client_size=8, node_size=1, client_bytes=100)
+    await inbox.put_client("first", 60)
+    done = trio.Event()
+
+    async def put_second():
+        await inbox.put_client("second", 60)
+        done.set()
+
+    nursery.start_soon(put_second)
+    await trio.testing.wait_all_tasks_blocked()
+    assert not done.is_set()  # 120 bytes would be queued
+    assert await inbox.get() == "first"
+    await done.wait()
+    assert await inbox.get() == "second"
+
+
+async def test_a_frame_larger_than_the_budget_goes_alone():
+    inbox = SessionInbox(client_size=8, node_size=1, client_bytes=100)
+    await inbox.put_client("huge", 500)
+    assert await inbox.get() == "huge"

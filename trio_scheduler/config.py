@@ -72,6 +72,7 @@ class NodesConfig:
     max_languages: int = attrs.field(default=64, validator=_positive)
     max_concurrent_jobs_limit: int = attrs.field(default=256, validator=_positive)
     outbound_queue_size: int = attrs.field(default=256, validator=_positive)
+    outbound_queue_bytes: int = attrs.field(default=32 * 1024 * 1024, validator=_positive)
     max_partial_chars: int = attrs.field(default=2000, validator=_positive)
     max_partials_per_s: float = attrs.field(default=50.0, validator=_positive)
 
@@ -102,6 +103,7 @@ class JobsConfig:
 @attrs.frozen
 class SessionsConfig:
     inbox_size: int = attrs.field(default=64, validator=_positive)
+    inbox_bytes: int = attrs.field(default=4 * 1024 * 1024, validator=_positive)
     node_inbox_size: int = attrs.field(default=1024, validator=_positive)
     close_drain_ms: int = attrs.field(default=5000, validator=_non_negative)
     idle_timeout_s: float = attrs.field(default=120.0, validator=_positive)

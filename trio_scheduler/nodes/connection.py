@@ -59,7 +59,8 @@ class Registration:
 
 async def run_node_socket(ws: trio_websocket.WebSocketConnection, services: NodeServices):
     """Serve one ``/ws/node`` socket until the node or the server closes it."""
-    link = NodeLink(services.config.nodes.outbound_queue_size)
+    nodes = services.config.nodes
+    link = NodeLink(nodes.outbound_queue_size, nodes.outbound_queue_bytes)
     connection = NodeConnection(ws, services, link)
     send_timeout = services.config.server.send_timeout_s
     async with trio.open_nursery() as nursery:
@@ -79,7 +80,11 @@ async def run_node_socket(ws: trio_websocket.WebSocketConnection, services: Node
 
 async def _write_frames(ws, link: NodeLink, send_timeout_s: float) -> None:
     try:
-        async for frame in link.outbound:
+        while True:
+            try:
+                frame = await link.next_frame()
+            except trio.EndOfChannel:
+                return
             with trio.move_on_after(send_timeout_s) as scope:
                 await ws.send_message(frame)
             if scope.cancelled_caught:

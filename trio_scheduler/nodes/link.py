@@ -10,21 +10,35 @@ class NodeLink:
 
     ``send`` never waits: a dispatcher must not be blocked by a slow node, so a full queue
     refuses the frame and the dispatcher tries another node. The queue is drained by the
-    connection's writer task.
+    connection's writer task. It is bounded twice: in frames, and in characters of JSON
+    text (about bytes: frames are ASCII but for peer text), because a ``job_assign``
+    carries a whole utterance of audio.
     """
 
-    def __init__(self, queue_size: int) -> None:
-        self._send, self.outbound = trio.open_memory_channel[str](queue_size)
+    def __init__(self, queue_size: int, max_queued_chars: int = 2**62) -> None:
+        self._send, self._receive = trio.open_memory_channel[str](queue_size)
+        self._max_queued_chars = max_queued_chars
+        self.queued_chars = 0
         self.close_requested = trio.Event()
         self.close_code: int | None = None
         self.close_reason: str | None = None
 
     def send(self, frame: str) -> bool:
+        # One frame larger than the whole budget still goes when the queue is empty.
+        if self.queued_chars and self.queued_chars + len(frame) > self._max_queued_chars:
+            return False
         try:
             self._send.send_nowait(frame)
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             return False
+        self.queued_chars += len(frame)
         return True
+
+    async def next_frame(self) -> str:
+        """The oldest queued frame (for the writer); ``trio.EndOfChannel`` once shut."""
+        frame = await self._receive.receive()
+        self.queued_chars -= len(frame)
+        return frame
 
     def close_soon(self, code: int, reason: str) -> None:
         """Ask the connection to close its socket (takeover, heartbeat timeout, …)."""

@@ -1,7 +1,7 @@
 """A session task's inbox: node events before client frames.
 
-Client frames arrive through a bounded channel, so a client that outpaces its session is
-slowed down by TCP backpressure. Node events (results, node loss, capacity wake-ups) are
+Client frames arrive through a channel bounded in frames and in bytes, so a client that
+outpaces its session is slowed down by TCP backpressure. Node events (results, node loss, capacity wake-ups) are
 put without waiting — a node connection must never block on a session — and are always
 taken first: under load, a result releases its node slot at once instead of queueing
 behind a backlog of audio chunks, which is what keeps an overloaded server dispatching.
@@ -19,16 +19,26 @@ import trio
 
 
 class SessionInbox:
-    def __init__(self, client_size: int, node_size: int) -> None:
+    def __init__(self, client_size: int, node_size: int, client_bytes: int = 2**62) -> None:
         self._client_send, self._client_receive = trio.open_memory_channel[Any](client_size)
+        self._client_sizes: collections.deque[int] = collections.deque()  # in channel order
+        self._client_bytes = 0
+        self._max_client_bytes = client_bytes
+        self._client_space = trio.Event()
         self._node_events: collections.deque[Any] = collections.deque()
         self._node_size = node_size
         self._arrived = trio.Event()
         self._gone: Any | None = None
         self.dropped_node_events = 0
 
-    async def put_client(self, event: Any) -> None:
-        """From the socket reader: waits while the session is behind."""
+    async def put_client(self, event: Any, size: int = 0) -> None:
+        """From the socket reader: waits while the session is behind (too many frames, or
+        too many bytes queued; one frame larger than the budget still goes alone)."""
+        while self._client_bytes and self._client_bytes + size > self._max_client_bytes:
+            self._client_space = trio.Event()
+            await self._client_space.wait()
+        self._client_bytes += size
+        self._client_sizes.append(size)
         await self._client_send.send(event)
         self._arrived.set()
 
@@ -62,6 +72,8 @@ class SessionInbox:
             except trio.WouldBlock:
                 pass
             else:
+                self._client_bytes -= self._client_sizes.popleft()
+                self._client_space.set()
                 await trio.lowlevel.checkpoint()
                 return event
             self._arrived = trio.Event()

@@ -110,7 +110,7 @@ class SessionServices:
 async def run_session_socket(ws: trio_websocket.WebSocketConnection, services: SessionServices):
     """Serve one ``/ws/session`` socket until the client or the server closes it."""
     sessions = services.config.sessions
-    inbox = SessionInbox(sessions.inbox_size, sessions.node_inbox_size)
+    inbox = SessionInbox(sessions.inbox_size, sessions.node_inbox_size, sessions.inbox_bytes)
     session = SessionTask(ws, services, inbox)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_read_client, ws, inbox, services.clock_ms)
@@ -128,7 +128,8 @@ async def _read_client(ws, inbox: SessionInbox, clock_ms) -> None:
     try:
         while True:
             raw = await ws.get_message()
-            await inbox.put_client(ClientFrame(raw, clock_ms(), trio.current_time()))
+            frame = ClientFrame(raw, clock_ms(), trio.current_time())
+            await inbox.put_client(frame, len(raw))
     except trio_websocket.ConnectionClosed as exc:
         inbox.client_gone(ClientGone(exc.reason.code if exc.reason else None))
 
