@@ -492,3 +492,35 @@ def test_unparseable_audio_uses_the_byte_estimate():
     seg.add_chunk(0.0, garbage, False)
     seg.add_chunk(0.1, CHUNK, False)
     assert seg.buffered_ms == 43 + 260
+
+
+# -- the minimum utterance length ----------------------------------------------------------
+
+
+def test_utterance_below_the_minimum_is_dropped_without_using_an_index():
+    seg, _ = make(SegmenterSettings(min_utterance_ms=200))
+    assert seg.add_chunk(0.0, audio(5), True) is None  # 100 ms + is_final
+    assert seg.discarded_short == 1
+    segment = seg.add_chunk(1.0, audio(10), True)  # exactly 200 ms
+    assert segment is not None and segment.utterance_index == 0
+
+
+@pytest.mark.parametrize("end", ["manual", "timeout"])
+def test_a_short_tail_still_ends_a_max_duration_turn(end):
+    """The tail of a long utterance goes to the node with the turn's id, however short:
+    the node is buffering that turn."""
+    seg, turns = make(SegmenterSettings(min_utterance_ms=200))
+    first = seg.add_chunk(0.0, audio(500), False)  # 10 000 ms
+    assert first is not None and first.reason is R.MAX_DURATION
+    if end == "manual":
+        last = seg.add_chunk(0.3, audio(5), True)  # 100 ms + is_final
+    else:
+        assert seg.add_chunk(0.3, audio(5), False) is None
+        last = seg.on_timer(0.3 + 3.0)
+    assert last is not None
+    assert (last.utterance_index, last.turn_id) == (1, first.turn_id)
+    assert last.duration_ms == 100
+    assert seg.discarded_short == 0
+    # The turn is over: the next short burst is noise again.
+    assert seg.add_chunk(10.0, audio(5), True) is None
+    assert turns == [first.turn_id]

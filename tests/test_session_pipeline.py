@@ -16,6 +16,7 @@ from trio_scheduler.sessions.audio import plan_a_frame
 from trio_scheduler.sessions.groups import GroupPart, GroupTracker
 from trio_scheduler.sessions.limits import RateLimiter, Verdict
 from trio_scheduler.sessions.segmenter import FinalizeReason, HangoverQueue, Segment
+from trio_scheduler.store.memory import MemoryStore
 from trio_scheduler.simulate.frames import (
     audio_chunk_frame,
     heartbeat_frame,
@@ -52,14 +53,46 @@ def test_group_tracker_rules():
     groups = GroupTracker(window_s=2.0, max_parts=3, new_group_id=lambda: next(ids))
     assert groups.assign(0.0, has_speech=False) is None
     assert groups.assign(0.0, True) == GroupPart("g1", 0)
-    groups.playback_started()
+    groups.playback_started("g1", 1.0)
     assert groups.assign(5.0, True) == GroupPart("g1", 1)  # playing: same group
-    groups.playback_ended(6.0)
+    groups.playback_ended("g1", 6.0)
     assert groups.assign(7.9, True) == GroupPart("g1", 2)  # within 2 s of playback end
     assert groups.assign(7.95, True) == GroupPart("g2", 0)  # g1 has its 3 parts
-    groups.playback_started()
-    groups.playback_ended(8.0)
+    groups.playback_started("g2", 8.0)
+    groups.playback_ended("g2", 8.0)
     assert groups.assign(10.5, True) == GroupPart("g3", 0)  # 2.5 s after playback ended
+
+
+def test_playbacks_are_matched_by_group():
+    groups = GroupTracker(max_playback_s=30.0)
+    groups.playback_started("g1", 0.0)
+    groups.playback_started("g2", 1.0)
+    groups.playback_ended("g1", 2.0)
+    assert groups.playing(2.0)  # g2 still plays
+    groups.playback_ended("g2", 3.0)
+    assert not groups.playing(3.0)
+    groups.playback_ended("never-started", 4.0)  # harmless
+    assert not groups.playing(4.0)
+
+
+def test_a_lost_playback_end_is_forgotten_after_max_playback():
+    ids = iter(["g1", "g2"])
+    groups = GroupTracker(window_s=2.0, new_group_id=lambda: next(ids), max_playback_s=30.0)
+    assert groups.assign(0.0, True).group_id == "g1"
+    groups.playback_started("lost", 0.0)  # its end never comes
+    assert groups.playing(30.0) and not groups.playing(30.1)
+    groups.playback_started("g1", 40.0)
+    groups.playback_ended("g1", 41.0)
+    assert groups.assign(44.0, True).group_id == "g2"  # the window expired after g1's end
+
+
+def test_tracked_playbacks_are_bounded():
+    groups = GroupTracker(max_playbacks=2)
+    for i in range(5):
+        groups.playback_started(f"g{i}", 0.0)
+    groups.playback_ended("g3", 1.0)
+    groups.playback_ended("g4", 1.0)
+    assert not groups.playing(1.0)  # g0..g2 were dropped as the oldest
 
 
 def test_rate_limiter_refuses_tells_once_per_second_then_closes():
@@ -238,6 +271,130 @@ async def test_utterance_gap_times_out_and_duplicates_are_idempotent(nursery, au
     await client.send(utterance(session_id, 2))
     assert (await node.recv_type("job_assign"))["utterance_index"] == 2
     assert h.scheduler.dispatcher.counters["jobs_dispatched"] == 2
+
+
+async def test_too_short_utterance_is_reported_as_silence(nursery, autojump_clock):
+    """As on the audio_chunk path, an utterance below min_utterance_ms makes no job; the
+    client numbered it, so its index is reported as silence and delivery moves on."""
+    h = await MemoryHarness.start(nursery)
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send({**utterance(session_id, 0), "audio": ""})
+    await client.send({**utterance(session_id, 1),
+                       "audio": base64.b64encode(b"\x00" * 320).decode()})  # 10 ms
+    await client.send(utterance(session_id, 2))
+    missing = [await client.recv_type("missing_result") for _ in range(2)]
+    assert [(m["utterance_index"], m["reason"]) for m in missing] == [
+        (0, "silence_detected"), (1, "silence_detected")]
+    job = await node.recv_type("job_assign")
+    assert job["utterance_index"] == 2
+    assert h.scheduler.dispatcher.counters["jobs_dispatched"] == 1
+
+
+async def test_utterance_audio_is_bounded(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery, segmentation={"max_buffer_bytes": 8000})  # 250 ms
+    node, _ = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send({**utterance(session_id, 0),
+                       "audio": base64.b64encode(b"\x00" * 8001).decode()})
+    error = await client.recv_type("error")
+    assert (error["code"], error["details"]) == ("INVALID_MESSAGE", {"field": "audio"})
+    await client.send({**utterance(session_id, 0),
+                       "audio": base64.b64encode(b"\x00" * 8000).decode()})
+    assert (await node.recv_type("job_assign"))["utterance_index"] == 0
+
+
+@pytest.mark.parametrize("first", ["audio_chunk", "utterance"])
+async def test_a_session_uses_one_audio_path(nursery, autojump_clock, first):
+    """Both paths number utterances from 0: mixing them would give one index two jobs."""
+    h = await MemoryHarness.start(nursery)
+    node, _ = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    chunk = audio_chunk_frame(session_id, 0, is_final=True)
+    whole = utterance(session_id, 0)
+    await client.send(chunk if first == "audio_chunk" else whole)
+    await client.send(whole if first == "audio_chunk" else chunk)
+    error = await client.recv_type("error")
+    assert (error["code"], error["details"]) == ("INVALID_MESSAGE", {"field": "type"})
+    assert first in error["message"]
+    assert (await node.recv_type("job_assign"))["utterance_index"] == 0
+    assert h.scheduler.dispatcher.counters["jobs_dispatched"] == 1
+
+
+# -- playback and capacity waits ------------------------------------------------------------
+
+
+def playback(session_id: str, kind: str, group_id: str) -> dict:
+    field = "ts_start_ms" if kind == "tts_started" else "ts_end_ms"
+    return {"type": kind, "session_id": session_id, "trace_id": "t", "group_id": group_id,
+            field: 1}
+
+
+async def test_a_lost_playback_end_does_not_wedge_later_pause_cuts(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery)
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send(playback(session_id, "tts_started", "g1"))  # its end never comes
+    await trio.sleep(35)  # past [segmentation] max_playback_suspend_ms
+    await node.send(heartbeat_frame(node_id))
+    await client.send(playback(session_id, "tts_started", "g2"))
+    await client.send(audio_chunk_frame(session_id, 0))
+    await client.send(playback(session_id, "tts_play_ended", "g2"))
+    ended = trio.current_time()
+    job = await node.recv_type("job_assign")
+    assert job["is_timeout_triggered"] is True
+    assert trio.current_time() - ended == pytest.approx(3.15)  # pause counted from g2's end
+
+
+class SlowReleaseStore(MemoryStore):
+    """A store round trip that takes a while, as over a network."""
+
+    async def release(self, node_id, member):
+        await trio.sleep(0.3)
+        return await super().release(node_id, member)
+
+
+async def test_a_waiting_utterance_is_not_overtaken_by_a_later_one(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery, store=SlowReleaseStore())
+    node, node_id = await h.ready_node(max_concurrent_jobs=1)
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send(audio_chunk_frame(session_id, 0, is_final=True))
+    first = await node.recv_type("job_assign")
+    await client.send(audio_chunk_frame(session_id, 1, is_final=True))  # waits: node full
+    await client.recv_type("backpressure")
+    await client.send(audio_chunk_frame(session_id, 2, is_final=True))  # in its hangover
+    await trio.sleep(0.1)
+    await node.send(result_frame(first, node_id))  # the slot frees during index 2's hangover
+    second = await node.recv_type("job_assign")
+    assert second["utterance_index"] == 1
+    await node.send(result_frame(second, node_id))
+    third = await node.recv_type("job_assign")
+    assert third["utterance_index"] == 2
+
+
+async def test_jobs_queued_behind_a_waiting_one_use_every_free_slot(nursery, autojump_clock):
+    """Jobs that queued behind an earlier waiting one still get the free slots, in order,
+    as soon as they free."""
+    h = await MemoryHarness.start(nursery)
+    node, node_id = await h.ready_node(max_concurrent_jobs=2)
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    for index in range(4):
+        await client.send(utterance(session_id, index))
+    running = [await node.recv_type("job_assign") for _ in range(2)]
+    await trio.testing.wait_all_tasks_blocked()
+    assert h.scheduler.dispatcher.waiting == 2
+    for job in running:
+        await node.send(result_frame(job, node_id))
+    started = trio.current_time()
+    rest = [await node.recv_type("job_assign") for _ in range(2)]
+    assert [job["utterance_index"] for job in rest] == [2, 3]
+    assert trio.current_time() - started < 1  # not after the 10 s pending timeout
 
 
 # -- a minute of streaming ------------------------------------------------------------------

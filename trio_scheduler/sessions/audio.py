@@ -45,6 +45,18 @@ def pcm16_duration_ms(data: bytes, sample_rate: int = 16000) -> int:
     return len(data) * 1000 // (2 * sample_rate) if sample_rate > 0 else 0
 
 
+def utterance_duration_ms(data: bytes, audio_format: str, sample_rate: int) -> int | None:
+    """Duration of a whole utterance in a format we can measure; None when we cannot."""
+    if not data:
+        return 0
+    match audio_format.lower():
+        case "pcm16":
+            return pcm16_duration_ms(data, sample_rate)
+        case "opus":
+            return opus_duration_ms(data)
+    return None
+
+
 def plan_a_frame(packets: list[bytes]) -> bytes:
     """Frame Opus packets the way the web client does (used by scripts and tests)."""
     return b"".join(len(p).to_bytes(2, "little") + p for p in packets)

@@ -3,7 +3,9 @@
 Pure and clock-driven. A result with recognised speech joins the active group; a new
 group starts when none is active, when the group already has ``max_parts`` parts, or when
 more than ``window_s`` passed since the group's last TTS playback ended. The browser's
-``tts_started``/``tts_play_ended`` tell when playback runs.
+``tts_started``/``tts_play_ended`` tell when playback runs, matched by ``group_id``: a
+lost end must not leave the session "playing" for good, so a playback is believed for
+at most ``max_playback_s`` and at most ``max_playbacks`` are tracked at once.
 """
 
 from __future__ import annotations
@@ -26,24 +28,31 @@ class GroupTracker:
         window_s: float = 2.0,
         max_parts: int = 8,
         new_group_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        max_playback_s: float = 30.0,
+        max_playbacks: int = 16,
     ) -> None:
         self._window_s = window_s
         self._max_parts = max_parts
         self._new_group_id = new_group_id
+        self._max_playback_s = max_playback_s
+        self._max_playbacks = max_playbacks
         self._group_id: str | None = None
         self._parts = 0
-        self._playing = 0  # playbacks started and not ended
+        self._playing: dict[str, float] = {}  # group id -> when its playback started
         self._last_play_end: float | None = None
 
-    @property
-    def playing(self) -> bool:
-        return self._playing > 0
+    def playing(self, now: float) -> bool:
+        """Some playback started and has not ended (nor outlived ``max_playback_s``)."""
+        for group_id, started in list(self._playing.items()):
+            if now - started > self._max_playback_s:
+                del self._playing[group_id]
+        return bool(self._playing)
 
     def assign(self, now: float, has_speech: bool) -> GroupPart | None:
         if not has_speech:
             return None
         expired = (
-            not self.playing
+            not self.playing(now)
             and self._last_play_end is not None
             and now - self._last_play_end > self._window_s
         )
@@ -55,9 +64,12 @@ class GroupTracker:
         self._parts += 1
         return part
 
-    def playback_started(self) -> None:
-        self._playing += 1
+    def playback_started(self, group_id: str, now: float) -> None:
+        self._playing.pop(group_id, None)  # a repeated start restarts it, last in order
+        self._playing[group_id] = now
+        while len(self._playing) > self._max_playbacks:
+            del self._playing[next(iter(self._playing))]  # the oldest
 
-    def playback_ended(self, now: float) -> None:
-        self._playing = max(0, self._playing - 1)
+    def playback_ended(self, group_id: str, now: float) -> None:
+        self._playing.pop(group_id, None)
         self._last_play_end = now

@@ -167,7 +167,15 @@ class Segmenter:
         return self._finalize(now, FinalizeReason.SESSION_CLOSE)
 
     def _finalize(self, now: float, reason: FinalizeReason) -> Segment | None:
-        if self._buffer and self._duration_ms < self._settings.min_utterance_ms:
+        # A short buffer is noise (the web client's silent bursts) — unless it is the tail
+        # of a long utterance cut by MaxDuration: that segment ends the turn the node is
+        # buffering, and it must reach the node with the turn's id.
+        continues_turn = self._turn_id is not None
+        if (
+            self._buffer
+            and self._duration_ms < self._settings.min_utterance_ms
+            and not continues_turn
+        ):
             self.discarded_short += 1
             self._clear_buffer()
         if not self._buffer:

@@ -58,7 +58,7 @@ from trio_scheduler.protocol.messages import (
     UiEvent,
     Utterance,
 )
-from trio_scheduler.sessions.audio import decode_base64
+from trio_scheduler.sessions.audio import decode_base64, utterance_duration_ms
 from trio_scheduler.sessions.ordering import Deliver, OrderedResults, Release
 from trio_scheduler.sessions.outcomes import Outcome, gap_frame, is_silence, outcome_frames
 from trio_scheduler.sessions.groups import GroupTracker
@@ -148,6 +148,8 @@ class SessionTask:
         self._inbox = inbox
         self._spec: SessionSpec | None = None
         self._needs: Needs | None = None  # of the session's own pipeline, set with the spec
+        self._audio_path: str | None = None  # "audio_chunk" or "utterance", set by the first
+        self.discarded_short_utterances = 0
         seg = self._config.segmentation
         turns = itertools.count(1)
         self._segmenter = Segmenter(
@@ -165,7 +167,9 @@ class SessionTask:
         sessions_config = self._config.sessions
         self._rate_limiter = RateLimiter(sessions_config.max_messages_per_s)
         self._groups = GroupTracker(
-            sessions_config.group_window_ms / 1000, sessions_config.group_max_parts
+            sessions_config.group_window_ms / 1000,
+            sessions_config.group_max_parts,
+            max_playback_s=seg.max_playback_suspend_ms / 1000,
         )
         results = self._config.results
         # Client-indexed utterances (the ``utterance`` path) wait here for lower indexes.
@@ -312,12 +316,13 @@ class SessionTask:
             case SessionClose():
                 await self._on_session_close(now)
             case TtsStarted():
-                self._groups.playback_started()
+                # Group ids are the client's strings: only a bounded prefix is kept.
+                self._groups.playback_started(message.group_id[:64], now)
                 limit_s = self._config.segmentation.max_playback_suspend_ms / 1000
                 self._segmenter.suspend_pause_timer(until=now + limit_s)
             case TtsPlayEnded():
-                self._groups.playback_ended(now)
-                if not self._groups.playing:
+                self._groups.playback_ended(message.group_id[:64], now)
+                if not self._groups.playing(now):
                     self._segmenter.restart_pause_timer(now)
 
     async def _on_session_init(self, message: SessionInit, frame: ClientFrame) -> None:
@@ -358,7 +363,23 @@ class SessionTask:
             )
         )
 
+    async def _claim_audio_path(self, path: str) -> bool:
+        """A session streams ``audio_chunk`` or sends ``utterance``, never both: each path
+        numbers utterances on its own, and one index must mean one job."""
+        if self._audio_path is None:
+            self._audio_path = path
+        if self._audio_path == path:
+            return True
+        await self._send_error(
+            ErrorCode.INVALID_MESSAGE,
+            f"this session sends {self._audio_path}; {path} is not accepted on it",
+            {"field": "type"},
+        )
+        return False
+
     async def _on_audio_chunk(self, message: AudioChunk, frame: ClientFrame, now: float) -> None:
+        if not await self._claim_audio_path("audio_chunk"):
+            return
         limit = self._config.sessions.max_chunk_bytes
         if message.payload and len(message.payload) * 3 // 4 > limit:
             await self._send_error(
@@ -401,10 +422,19 @@ class SessionTask:
                 {"field": "utterance_index"},
             )
             return
+        if not await self._claim_audio_path("utterance"):
+            return
         audio = decode_base64(message.audio)
         if audio is None:
             await self._send_error(
                 ErrorCode.INVALID_MESSAGE, "audio is not valid base64", {"field": "audio"}
+            )
+            return
+        limit = self._config.segmentation.max_buffer_bytes
+        if len(audio) > limit:
+            await self._send_error(
+                ErrorCode.INVALID_MESSAGE, f"utterance audio larger than {limit} bytes",
+                {"field": "audio"},
             )
             return
         assert self._spec is not None
@@ -430,6 +460,14 @@ class SessionTask:
         self, message: Utterance, spec: SessionSpec, audio: bytes, received_at_ms: int,
         now: float,
     ) -> None:
+        index = message.utterance_index
+        duration_ms = utterance_duration_ms(audio, message.audio_format, message.sample_rate)
+        if duration_ms is not None and duration_ms < self._config.segmentation.min_utterance_ms:
+            # Too short to hold speech (as on the audio_chunk path), but the client
+            # numbered it: its index is reported as silence so delivery moves on.
+            self.discarded_short_utterances += 1
+            await self._release(self._ordered.put(index, Outcome(index, None, "silence"), now))
+            return
         job = self._new_job(
             index=message.utterance_index,
             audio=audio,
@@ -557,17 +595,22 @@ class SessionTask:
         assert spec is not None
         frame = codec.encode(attrs.evolve(job.assign, attempt_id=job.attempt_id))
         try:
-            outcome = await self._dispatcher.dispatch(
-                job_id=job.job_id,
-                attempt_id=job.attempt_id,
-                frame=frame,
-                needs=job.needs,
-                session_id=spec.session_id,
-                inbox=self._inbox,
-                sticky_node_id=self._sticky_node_id,
-                exclude=frozenset(job.lost_nodes),
-                pinned_node_id=spec.pinned_node_id,
-            )
+            if job.state is JobState.CREATED and not job.nodes_tried and self._oldest_waiting():
+                # Keep the session's order: a new utterance never takes a slot before an
+                # earlier one waiting for it (the node buffers audio across a turn).
+                outcome: Dispatched | NoNode | AllFull = AllFull()
+            else:
+                outcome = await self._dispatcher.dispatch(
+                    job_id=job.job_id,
+                    attempt_id=job.attempt_id,
+                    frame=frame,
+                    needs=job.needs,
+                    session_id=spec.session_id,
+                    inbox=self._inbox,
+                    sticky_node_id=self._sticky_node_id,
+                    exclude=frozenset(job.lost_nodes),
+                    pinned_node_id=spec.pinned_node_id,
+                )
         except StoreUnavailable:
             await self._fail(job, ErrorCode.SCHEDULER_DEPENDENCY_DOWN, "store unreachable", now)
             return
@@ -619,8 +662,22 @@ class SessionTask:
 
     async def _on_capacity_freed(self, event: CapacityFreed, now: float) -> None:
         job = self._jobs.get(event.job_id)
-        if job is not None and job.state is JobState.WAITING:
+        if job is None or job.state is not JobState.WAITING:
+            return
+        await self._dispatch(job, now)
+        # More room may be free than this one wake-up says (jobs that queued behind this
+        # one without trying): the session's next waiting jobs try, in order, until one
+        # has to wait again.
+        while job.state is not JobState.WAITING:
+            job = self._oldest_waiting()
+            if job is None:
+                return
             await self._dispatch(job, now)
+
+    def _oldest_waiting(self) -> Job | None:
+        """The session's earliest job still waiting for capacity (jobs are kept in
+        creation order, which is index order)."""
+        return next((j for j in self._jobs.values() if j.state is JobState.WAITING), None)
 
     async def _on_job_deadline(self, job: Job, now: float) -> None:
         if job.state is JobState.WAITING:
