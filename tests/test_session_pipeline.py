@@ -45,6 +45,7 @@ def test_hangover_queue_holds_by_reason_and_keeps_order():
     assert [s.utterance_index for s in released] == [1, 2]
     assert queue.next_deadline() == math.inf
     assert queue.hold(segment(3, FinalizeReason.MAX_DURATION, 9.0)) == []
+    assert queue.next_deadline() == pytest.approx(9.15)  # MaxDuration: the auto hangover
     assert [s.utterance_index for s in queue.release_all()] == [3]
 
 
@@ -408,15 +409,19 @@ async def test_a_minute_of_streaming_at_the_web_clients_pace(nursery, autojump_c
     client = h.session()
     session_id = await h.session_id_for(client, one_way_init("zh", "en"))
     jobs: list[dict] = []
+    answered: list[int] = []
 
     async def answer_jobs():
         while True:
             job = await node.recv_type("job_assign")
             jobs.append(job)
-            nursery.start_soon(answer_later, job, 0.3 + 0.2 * (job["utterance_index"] % 3))
+            # The long utterance's first part is slow: its successor's result comes first.
+            delay = 3.0 if job["utterance_index"] == 2 else 0.3
+            nursery.start_soon(answer_later, job, delay)
 
     async def answer_later(job, delay):
         await trio.sleep(delay)
+        answered.append(job["utterance_index"])
         await node.send(result_frame(job, node_id))
 
     async def heartbeat():
@@ -453,8 +458,9 @@ async def test_a_minute_of_streaming_at_the_web_clients_pace(nursery, autojump_c
     results = []
     while len(results) < 7:
         results.append(await client.recv_type("translation_result"))
-    assert [r["utterance_index"] for r in results] == list(range(7))
-    jobs.sort(key=lambda j: j["utterance_index"])
+    assert answered.index(3) < answered.index(2)  # the node answered out of order
+    assert [r["utterance_index"] for r in results] == list(range(7))  # delivered in order
+    assert [job["utterance_index"] for job in jobs] == list(range(7))  # dispatched in order
     flags = []
     for job in jobs:
         flag = next((f for f in ("is_manual_cut", "is_timeout_triggered",
@@ -495,3 +501,44 @@ async def test_disconnect_leaves_no_task_or_record_behind(nursery, autojump_cloc
     assert h.scheduler.dispatcher.routed_jobs == 0
     assert h.scheduler.dispatcher.waiting == 0
     assert await h.scheduler.store.in_use(node_id, 0) == 0
+
+
+async def test_pending_results_are_bounded_in_the_session(nursery, autojump_clock):
+    """[results] max_pending reaches the session: past it, the oldest gap is skipped at once
+    instead of after the gap timeout."""
+    h = await MemoryHarness.start(nursery, results={"max_pending": 2})
+    node, node_id = await h.ready_node(max_concurrent_jobs=8)
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    for index in range(4):
+        await client.send(utterance(session_id, index))
+    jobs = [await node.recv_type("job_assign") for _ in range(4)]
+    answered_at = trio.current_time()
+    for job in jobs[1:]:  # index 0 never answers
+        await node.send(result_frame(job, node_id))
+    missing = await client.recv_type("missing_result")
+    assert (missing["utterance_index"], missing["reason"]) == (0, "gap_timeout")
+    assert trio.current_time() - answered_at < 1  # not the 5 s gap timeout
+    results = [await client.recv_type("translation_result") for _ in range(3)]
+    assert [r["utterance_index"] for r in results] == [1, 2, 3]
+
+
+async def test_close_drain_delivers_what_waits_behind_a_gap(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery, sessions={"close_drain_ms": 1000})
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send(utterance(session_id, 0))
+    await client.send(utterance(session_id, 1))
+    jobs = [await node.recv_type("job_assign") for _ in range(2)]
+    await node.send(result_frame(jobs[1], node_id))  # index 0 never answers
+    await trio.testing.wait_all_tasks_blocked()
+    await client.send({"type": "session_close", "session_id": session_id, "reason": "done"})
+    frames = []
+    while (frame := await client.recv())["type"] != "session_close_ack":
+        frames.append(frame)
+    reported = [(f["type"], f["utterance_index"]) for f in frames
+                if f["type"] in ("missing_result", "translation_result")]
+    assert reported == [("missing_result", 0), ("translation_result", 1)]
+    cancel = await node.recv_type("job_cancel")
+    assert cancel["job_id"] == jobs[0]["job_id"]

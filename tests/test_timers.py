@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
@@ -140,6 +141,27 @@ async def test_idle_session_is_closed_with_4008(nursery, autojump_clock):
     assert 120.0 <= trio.current_time() - opened < 120.1
     await trio.testing.wait_all_tasks_blocked()  # let the session task finish its cleanup
     assert h.scheduler.sessions.sessions == {}
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "tts_play_ended", "trace_id": "t", "group_id": "g", "ts_end_ms": 1},
+        {"type": "audio_chunk", "seq": 0, "is_final": False, "payload": ""},
+    ],
+    ids=["playback", "empty-chunk"],
+)
+async def test_any_message_keeps_a_session_alive(nursery, autojump_clock, message):
+    h = await MemoryHarness.start(nursery)
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await trio.sleep(119)
+    await client.send({**message, "session_id": session_id})
+    sent = trio.current_time()
+    with trio.move_on_after(119):
+        await client.recv()  # nothing comes, and the socket stays open
+    assert trio.current_time() - sent == pytest.approx(119)
+    assert client.ws.closed is None
 
 
 async def test_gap_timeout_skips_missing_index(nursery, autojump_clock):
