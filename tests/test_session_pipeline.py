@@ -542,3 +542,27 @@ async def test_close_drain_delivers_what_waits_behind_a_gap(nursery, autojump_cl
     assert reported == [("missing_result", 0), ("translation_result", 1)]
     cancel = await node.recv_type("job_cancel")
     assert cancel["job_id"] == jobs[0]["job_id"]
+
+
+async def test_web_to_scheduler_is_measured_from_the_utterances_first_chunk(
+    nursery, autojump_clock
+):
+    h = await MemoryHarness.start(nursery)
+    base_ms = 1_800_000_000_000
+
+    def wall_ms() -> int:  # the scheduler's wall clock, driven by the mock clock
+        return base_ms + round(trio.current_time() * 1000)
+
+    h.scheduler.sessions.clock_ms = h.scheduler.dispatcher.clock_ms = wall_ms
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    # The browser's clock is 40 ms behind on arrival of the first chunk.
+    await client.send(audio_chunk_frame(session_id, 0, client_timestamp_ms=wall_ms() - 40))
+    await trio.sleep(1)
+    await client.send(audio_chunk_frame(session_id, 1, client_timestamp_ms=wall_ms() - 5,
+                                        is_final=True))
+    job = await node.recv_type("job_assign")
+    await node.send(result_frame(job, node_id))
+    result = await client.recv_type("translation_result")
+    assert result["network_timings"]["web_to_scheduler_ms"] == 40
