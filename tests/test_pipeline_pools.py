@@ -174,6 +174,24 @@ async def test_waiting_job_is_woken_only_by_a_node_that_can_run_it(
     assert h.scheduler.dispatcher.waiting == 0
 
 
+async def test_a_job_for_other_nodes_is_not_held_behind_a_waiting_one(nursery, autojump_clock):
+    """Index order is kept among jobs that compete for the same nodes; an ASR-only job
+    does not wait behind a full-pipeline job that waits for a full node."""
+    h = await MemoryHarness.start(nursery, nodes=ONLY_ASR_REQUIRED)
+    full, _ = await h.ready_node(["zh", "en"], max_concurrent_jobs=1)
+    asr, _ = await asr_only_node(h, max_concurrent_jobs=1)
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send(utterance(session_id, 0, FULL))
+    await full.recv_type("job_assign")
+    await client.send(utterance(session_id, 1, FULL))
+    assert (await client.recv_type("backpressure"))["action"] == "BUSY"
+    await client.send(utterance(session_id, 2, ASR_ONLY))
+    job = await asr.recv_type("job_assign")
+    assert job["utterance_index"] == 2
+    assert h.scheduler.dispatcher.waiting == 1
+
+
 async def test_waiting_job_is_woken_when_a_node_gets_the_missing_service(
     nursery, autojump_clock
 ):

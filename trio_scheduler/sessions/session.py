@@ -595,7 +595,11 @@ class SessionTask:
         assert spec is not None
         frame = codec.encode(attrs.evolve(job.assign, attempt_id=job.attempt_id))
         try:
-            if job.state is JobState.CREATED and not job.nodes_tried and self._oldest_waiting():
+            if (
+                job.state is JobState.CREATED
+                and not job.nodes_tried
+                and self._oldest_waiting(job.needs) is not None
+            ):
                 # Keep the session's order: a new utterance never takes a slot before an
                 # earlier one waiting for it (the node buffers audio across a turn).
                 outcome: Dispatched | NoNode | AllFull = AllFull()
@@ -666,18 +670,22 @@ class SessionTask:
             return
         await self._dispatch(job, now)
         # More room may be free than this one wake-up says (jobs that queued behind this
-        # one without trying): the session's next waiting jobs try, in order, until one
-        # has to wait again.
+        # one without trying): the session's next waiting jobs with the same needs try,
+        # in order, until one has to wait again.
+        needs = job.needs
         while job.state is not JobState.WAITING:
-            job = self._oldest_waiting()
+            job = self._oldest_waiting(needs)
             if job is None:
                 return
             await self._dispatch(job, now)
 
-    def _oldest_waiting(self) -> Job | None:
-        """The session's earliest job still waiting for capacity (jobs are kept in
-        creation order, which is index order)."""
-        return next((j for j in self._jobs.values() if j.state is JobState.WAITING), None)
+    def _oldest_waiting(self, needs: Needs) -> Job | None:
+        """The session's earliest job waiting for capacity that needs the same nodes (jobs
+        are kept in creation order, which is index order)."""
+        return next(
+            (j for j in self._jobs.values() if j.state is JobState.WAITING and j.needs == needs),
+            None,
+        )
 
     async def _on_job_deadline(self, job: Job, now: float) -> None:
         if job.state is JobState.WAITING:
