@@ -524,3 +524,16 @@ def test_a_short_tail_still_ends_a_max_duration_turn(end):
     # The turn is over: the next short burst is noise again.
     assert seg.add_chunk(10.0, audio(5), True) is None
     assert turns == [first.turn_id]
+
+
+def test_a_burst_long_after_a_max_duration_cut_is_noise_again():
+    """While TTS playback holds the pause timer the turn stays open; a tiny burst that
+    comes after more than a pause is not the turn's tail."""
+    seg, _ = make(SegmenterSettings(min_utterance_ms=200))
+    first = seg.add_chunk(0.0, audio(500), False)
+    assert first is not None and first.reason is R.MAX_DURATION
+    seg.suspend_pause_timer(until=30.0)
+    assert seg.add_chunk(10.0, audio(1), True) is None  # 20 ms, 10 s after the cut
+    assert seg.discarded_short == 1
+    nxt = seg.add_chunk(11.0, audio(20), True)
+    assert nxt is not None and nxt.utterance_index == 1 and nxt.turn_id != first.turn_id

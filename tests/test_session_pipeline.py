@@ -22,6 +22,7 @@ from trio_scheduler.simulate.frames import (
     heartbeat_frame,
     one_way_init,
     opus_chunk_payload,
+    register_frame,
     result_frame,
 )
 
@@ -74,6 +75,12 @@ def test_playbacks_are_matched_by_group():
     assert not groups.playing(3.0)
     groups.playback_ended("never-started", 4.0)  # harmless
     assert not groups.playing(4.0)
+    groups.playback_started("g3", 5.0)
+    groups.playback_started("g3", 5.5)  # two parts of one group overlap
+    groups.playback_ended("g3", 6.0)
+    assert groups.playing(6.0)
+    groups.playback_ended("g3", 7.0)
+    assert not groups.playing(7.0)
 
 
 def test_a_lost_playback_end_is_forgotten_after_max_playback():
@@ -293,18 +300,22 @@ async def test_too_short_utterance_is_reported_as_silence(nursery, autojump_cloc
     assert h.scheduler.dispatcher.counters["jobs_dispatched"] == 1
 
 
-async def test_utterance_audio_is_bounded(nursery, autojump_clock):
-    h = await MemoryHarness.start(nursery, segmentation={"max_buffer_bytes": 8000})  # 250 ms
+async def test_audio_waiting_for_a_lower_index_is_bounded(nursery, autojump_clock):
+    one_second = len(base64.b64decode(utterance("s", 0)["audio"]))  # 32000 bytes
+    h = await MemoryHarness.start(nursery, sessions={"max_waiting_utterance_bytes": 2 * one_second})
     node, _ = await h.ready_node()
     client = h.session()
     session_id = await h.session_id_for(client, one_way_init("zh", "en"))
-    await client.send({**utterance(session_id, 0),
-                       "audio": base64.b64encode(b"\x00" * 8001).decode()})
+    await client.send(utterance(session_id, 1))
+    await client.send(utterance(session_id, 2))
+    await client.send(utterance(session_id, 3))  # a third second would wait: refused
     error = await client.recv_type("error")
-    assert (error["code"], error["details"]) == ("INVALID_MESSAGE", {"field": "audio"})
-    await client.send({**utterance(session_id, 0),
-                       "audio": base64.b64encode(b"\x00" * 8000).decode()})
-    assert (await node.recv_type("job_assign"))["utterance_index"] == 0
+    assert (error["code"], error["details"]) == ("RATE_LIMITED", {"field": "utterance_index"})
+    await client.send(utterance(session_id, 0))  # in order: never counted
+    indexes = [(await node.recv_type("job_assign"))["utterance_index"] for _ in range(3)]
+    assert indexes == [0, 1, 2]
+    await client.send(utterance(session_id, 3))  # nothing waits now: accepted
+    assert (await node.recv_type("job_assign"))["utterance_index"] == 3
 
 
 @pytest.mark.parametrize("first", ["audio_chunk", "utterance"])
@@ -566,3 +577,43 @@ async def test_web_to_scheduler_is_measured_from_the_utterances_first_chunk(
     await node.send(result_frame(job, node_id))
     result = await client.recv_type("translation_result")
     assert result["network_timings"]["web_to_scheduler_ms"] == 40
+
+
+async def test_a_new_job_is_not_held_behind_a_redispatch_that_excludes_an_idle_node(
+    nursery, autojump_clock
+):
+    """Index 0 is re-dispatched after its node dropped and waits (it may not go back to
+    that node); index 1 may, so it is not held behind index 0."""
+    h = await MemoryHarness.start(nursery)
+    busy, _ = await h.ready_node(["zh", "en"], max_concurrent_jobs=1)
+    other = h.session()
+    other_id = await h.session_id_for(other, one_way_init("zh", "en"))
+    await other.send(audio_chunk_frame(other_id, 0, is_final=True))
+    await busy.recv_type("job_assign")  # that node is now full
+    lost, lost_id = await h.ready_node(["zh", "en"], max_concurrent_jobs=1)
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send(audio_chunk_frame(session_id, 0, is_final=True))
+    await lost.recv_type("job_assign")
+    await lost.ws.aclose()  # index 0 is re-dispatched without that node: it waits
+    await client.recv_type("backpressure")
+    back = h.node()
+    await back.send(register_frame(["zh", "en"], node_id=lost_id, max_concurrent_jobs=1))
+    await back.recv_type("node_register_ack")
+    await h.wait_node_status(lost_id, "ready")
+    await client.send(audio_chunk_frame(session_id, 1, is_final=True))
+    with trio.fail_after(1):
+        job = await back.recv_type("job_assign")
+    assert job["utterance_index"] == 1
+
+
+async def test_a_long_48khz_utterance_is_accepted(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery)
+    node, _ = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    pcm = b"\x00\x01" * 48000 * 6  # 6 s at 48 kHz: larger than the chunk path's MaxLength
+    await client.send({**utterance(session_id, 0), "audio": base64.b64encode(pcm).decode(),
+                       "sample_rate": 48000})
+    job = await node.recv_type("job_assign")
+    assert (job["utterance_index"], job["sample_rate"]) == (0, 48000)

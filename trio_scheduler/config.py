@@ -112,6 +112,9 @@ class SessionsConfig:
     group_max_parts: int = attrs.field(default=8, validator=_positive)
     max_chunk_bytes: int = attrs.field(default=65536, validator=_positive)
     max_index_ahead: int = attrs.field(default=200, validator=_positive)
+    max_waiting_utterance_bytes: int = attrs.field(
+        default=32 * 1024 * 1024, validator=_positive
+    )
     allowed_origins: list[str] = attrs.Factory(list)
     auth_tokens: list[str] = attrs.Factory(list)
 

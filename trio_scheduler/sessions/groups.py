@@ -38,12 +38,13 @@ class GroupTracker:
         self._max_playbacks = max_playbacks
         self._group_id: str | None = None
         self._parts = 0
-        self._playing: dict[str, float] = {}  # group id -> when its playback started
+        # group id -> (playbacks of it running, when the latest one started)
+        self._playing: dict[str, tuple[int, float]] = {}
         self._last_play_end: float | None = None
 
     def playing(self, now: float) -> bool:
         """Some playback started and has not ended (nor outlived ``max_playback_s``)."""
-        for group_id, started in list(self._playing.items()):
+        for group_id, (_, started) in list(self._playing.items()):
             if now - started > self._max_playback_s:
                 del self._playing[group_id]
         return bool(self._playing)
@@ -65,11 +66,13 @@ class GroupTracker:
         return part
 
     def playback_started(self, group_id: str, now: float) -> None:
-        self._playing.pop(group_id, None)  # a repeated start restarts it, last in order
-        self._playing[group_id] = now
+        running, _ = self._playing.pop(group_id, (0, now))  # re-inserted: newest last
+        self._playing[group_id] = (running + 1, now)
         while len(self._playing) > self._max_playbacks:
             del self._playing[next(iter(self._playing))]  # the oldest
 
     def playback_ended(self, group_id: str, now: float) -> None:
-        self._playing.pop(group_id, None)
+        running, started = self._playing.pop(group_id, (0, now))
+        if running > 1:  # parts of one group may play overlapping
+            self._playing[group_id] = (running - 1, started)
         self._last_play_end = now

@@ -92,6 +92,7 @@ class Segmenter:
         self._first_client_ts_ms: float | None = None
         self._first_received_at_ms: int | None = None
         self._started_at: float | None = None
+        self._turn_cut_at: float | None = None  # last MaxDuration cut of the open turn
         self._last_audio_at: float | None = None
         self._pause_suspended_until: float | None = None
         self.discarded_short = 0
@@ -168,9 +169,16 @@ class Segmenter:
 
     def _finalize(self, now: float, reason: FinalizeReason) -> Segment | None:
         # A short buffer is noise (the web client's silent bursts) — unless it is the tail
-        # of a long utterance cut by MaxDuration: that segment ends the turn the node is
-        # buffering, and it must reach the node with the turn's id.
-        continues_turn = self._turn_id is not None
+        # of a long utterance cut by MaxDuration, spoken on without a pause: that segment
+        # ends the turn the node is buffering, and it must reach the node with the turn's
+        # id. (Audio after a longer gap, e.g. while TTS playback held the pause timer, is
+        # a new burst and judged as such.)
+        continues_turn = (
+            self._turn_id is not None
+            and self._turn_cut_at is not None
+            and self._started_at is not None
+            and self._started_at - self._turn_cut_at <= self._settings.pause_ms / 1000
+        )
         if (
             self._buffer
             and self._duration_ms < self._settings.min_utterance_ms
@@ -182,6 +190,7 @@ class Segmenter:
             # Nothing to cut, but a manual cut, pause or close still ends an open turn.
             if reason is not FinalizeReason.MAX_DURATION:
                 self._turn_id = None
+                self._turn_cut_at = None
                 self._last_audio_at = None
             return None
         if self._turn_id is None:
@@ -203,8 +212,11 @@ class Segmenter:
         # Consecutive MaxDuration cuts are one long utterance: they share a turn, and the
         # cut that ends it (manual, timeout, …) carries the same turn_id. After a
         # MaxDuration cut the pause timer keeps running, so silence still ends the turn.
-        if reason is not FinalizeReason.MAX_DURATION:
+        if reason is FinalizeReason.MAX_DURATION:
+            self._turn_cut_at = now
+        else:
             self._turn_id = None
+            self._turn_cut_at = None
             self._last_audio_at = None
         return segment
 

@@ -150,6 +150,8 @@ class SessionTask:
         self._needs: Needs | None = None  # of the session's own pipeline, set with the spec
         self._audio_path: str | None = None  # "audio_chunk" or "utterance", set by the first
         self.discarded_short_utterances = 0
+        self._waiting_audio: dict[int, int] = {}  # waiting utterance index -> audio bytes
+        self._waiting_audio_bytes = 0
         seg = self._config.segmentation
         turns = itertools.count(1)
         self._segmenter = Segmenter(
@@ -430,26 +432,34 @@ class SessionTask:
                 ErrorCode.INVALID_MESSAGE, "audio is not valid base64", {"field": "audio"}
             )
             return
-        limit = self._config.segmentation.max_buffer_bytes
-        if len(audio) > limit:
-            await self._send_error(
-                ErrorCode.INVALID_MESSAGE, f"utterance audio larger than {limit} bytes",
-                {"field": "audio"},
-            )
-            return
         assert self._spec is not None
         spec = check_utterance(message, self._spec)
         if isinstance(spec, Rejection):
             await self._send_error(spec.code, spec.message, spec.details)
             return
-        await self._release_utterances(
-            self._utterances.put(index, (message, spec, audio, frame.received_at_ms), now),
-            now,
-        )
+        waits = index > self._utterances.next_index
+        if waits:
+            # Utterances that wait for lower indexes hold their audio: bounded per session.
+            limit = self._config.sessions.max_waiting_utterance_bytes
+            if self._waiting_audio_bytes + len(audio) > limit:
+                await self._send_error(
+                    ErrorCode.RATE_LIMITED,
+                    f"more than {limit} bytes of audio wait for utterance "
+                    f"{self._utterances.next_index}; send it first",
+                    {"field": "utterance_index"},
+                )
+                return
+        dropped = self._utterances.dropped_late
+        released = self._utterances.put(index, (message, spec, audio, frame.received_at_ms), now)
+        if waits and self._utterances.dropped_late == dropped:  # stored, waiting
+            self._waiting_audio[index] = len(audio)
+            self._waiting_audio_bytes += len(audio)
+        await self._release_utterances(released, now)
 
     async def _release_utterances(self, released: list[Release], now: float) -> None:
         for item in released:
             if isinstance(item, Deliver):
+                self._waiting_audio_bytes -= self._waiting_audio.pop(item.index, 0)
                 await self._start_job_for_utterance(*item.item, now)
             else:  # the client never sent this index: report the gap in order
                 await self._release(
@@ -595,13 +605,7 @@ class SessionTask:
         assert spec is not None
         frame = codec.encode(attrs.evolve(job.assign, attempt_id=job.attempt_id))
         try:
-            if (
-                job.state is JobState.CREATED
-                and not job.nodes_tried
-                and self._oldest_waiting(job.needs) is not None
-            ):
-                # Keep the session's order: a new utterance never takes a slot before an
-                # earlier one waiting for it (the node buffers audio across a turn).
+            if self._held_back(job):
                 outcome: Dispatched | NoNode | AllFull = AllFull()
             else:
                 outcome = await self._dispatcher.dispatch(
@@ -680,12 +684,32 @@ class SessionTask:
             await self._dispatch(job, now)
 
     def _oldest_waiting(self, needs: Needs) -> Job | None:
-        """The session's earliest job waiting for capacity that needs the same nodes (jobs
-        are kept in creation order, which is index order)."""
+        """The session's earliest job waiting for capacity on exactly the nodes ``needs``
+        selects (same needs, none excluded). Jobs are kept in creation order, which is
+        index order."""
         return next(
-            (j for j in self._jobs.values() if j.state is JobState.WAITING and j.needs == needs),
+            (
+                j
+                for j in self._jobs.values()
+                if j.state is JobState.WAITING and j.needs == needs and not j.lost_nodes
+            ),
             None,
         )
+
+    def _held_back(self, job: Job) -> bool:
+        """Keep the session's order: a new job does not take a slot before an earlier one
+        waiting for the same nodes (a node buffers audio across a turn). It goes on when no
+        node serves it at all, so that is still reported at once."""
+        if job.state is not JobState.CREATED or job.nodes_tried:
+            return False
+        if self._oldest_waiting(job.needs) is None:
+            return False
+        spec = self._spec
+        assert spec is not None
+        candidates = self._dispatcher.snapshot.candidates(job.needs)
+        if spec.pinned_node_id is not None:
+            candidates &= {spec.pinned_node_id}
+        return bool(candidates)
 
     async def _on_job_deadline(self, job: Job, now: float) -> None:
         if job.state is JobState.WAITING:
