@@ -7,11 +7,12 @@ import trio
 
 
 async def http_request(
-    port: int, method: str, path: str, token: str | None = None
+    port: int, method: str, path: str, token: str | None = None, headers: str = ""
 ) -> tuple[int, dict]:
-    """(status, JSON body) of one request to 127.0.0.1:port; the server closes after it."""
+    """(status, JSON body) of one request to 127.0.0.1:port; the server closes after it.
+    ``headers``: extra header lines, each ending in CRLF."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
-    headers = f"Authorization: Bearer {token}\r\n" if token else ""
+    headers += f"Authorization: Bearer {token}\r\n" if token else ""
     async with stream:
         await stream.send_all(f"{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
         raw = b""

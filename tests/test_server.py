@@ -26,6 +26,16 @@ async def test_health_ready_and_unknown_paths(start_server):
     assert (await http_get(server.port, "/health", "POST"))[0] == 405
 
 
+async def test_request_head_larger_than_the_limit_gets_400(start_server):
+    """Also when the whole head arrives in one read (h11 alone bounds only incomplete
+    heads)."""
+    server = await start_server(server={"max_request_head_bytes": 1024})
+    padding = "X-Padding: " + "x" * 1100 + "\r\n"
+    assert (await http_request(server.port, "GET", "/health", headers=padding))[0] == 400
+    short = "X-Padding: " + "x" * 800 + "\r\n"
+    assert (await http_request(server.port, "GET", "/health", headers=short))[0] == 200
+
+
 async def test_unknown_websocket_path_is_refused_with_404(start_server):
     server = await start_server()
     with pytest.raises(trio_websocket.HandshakeError) as refused:

@@ -32,6 +32,18 @@ def _non_negative(instance: Any, attribute: attrs.Attribute, value: float) -> No
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _redis_url(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    """No URL means the embedded store; an empty or scheme-less one is a mistake, not that."""
+    if value is not None and not value.startswith(REDIS_SCHEMES):
+        raise ValueError(
+            f"{attribute.name} must start with {', '.join(REDIS_SCHEMES)} (or be left out "
+            f"for the embedded store), got {value!r}"
+        )
+
+
 def _port(instance: Any, attribute: attrs.Attribute, value: int) -> None:
     if not 0 <= value <= 65535:
         raise ValueError(f"{attribute.name} must be a TCP port (0-65535), got {value!r}")
@@ -52,7 +64,7 @@ class ServerConfig:
 
 @attrs.frozen
 class StoreConfig:
-    redis_url: str | None = None
+    redis_url: str | None = attrs.field(default=None, validator=_redis_url)
     key_prefix: str = "ts:"
     socket_timeout_s: float = attrs.field(default=5.0, validator=_positive)
 

@@ -85,6 +85,12 @@ class RequestHeadTooLarge(Exception):
     pass
 
 
+def _head_length(raw: bytes | bytearray) -> int:
+    """Bytes up to the blank line that ends the head (h11 also accepts bare LFs)."""
+    ends = [at + len(mark) for mark in (b"\r\n\r\n", b"\n\n") if (at := raw.find(mark)) >= 0]
+    return min(ends, default=len(raw))
+
+
 async def read_request_head(
     stream: trio.abc.Stream, max_bytes: int
 ) -> tuple[Request | None, bytes]:
@@ -103,6 +109,9 @@ async def read_request_head(
             connection.receive_data(data)
             continue
         if isinstance(event, h11.Request):
+            # h11 bounds only a head still incomplete; one that arrived whole is measured.
+            if _head_length(raw) > max_bytes:
+                raise RequestHeadTooLarge()
             target = event.target.decode("latin-1")
             path, _, query = target.partition("?")
             headers = {

@@ -32,7 +32,7 @@ class ErrorCode(enum.StrEnum):
 
 
 class CloseCode(enum.IntEnum):
-    """WebSocket close codes the server uses (documented in docs/protocol-decisions.md)."""
+    """WebSocket close codes the server uses (documented in docs/decisions.md)."""
 
     NORMAL = 1000
     GOING_AWAY = 1001  # server shutting down
