@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import math
 
 import pytest
@@ -617,3 +618,54 @@ async def test_a_long_48khz_utterance_is_accepted(nursery, autojump_clock):
                        "sample_rate": 48000})
     job = await node.recv_type("job_assign")
     assert (job["utterance_index"], job["sample_rate"]) == (0, 48000)
+
+
+async def test_held_back_jobs_ask_again_when_the_one_ahead_times_out(nursery, autojump_clock):
+    """The node is full in the store for 20 s (a reservation a crashed instance left): no
+    release of ours will ever wake the waiting jobs. When the job ahead times out, the
+    next one asks the store itself, so the session gets going once the slot is back."""
+    h = await MemoryHarness.start(nursery)
+    base_ms = 1_800_000_000_000
+
+    def wall_ms() -> int:
+        return base_ms + round(trio.current_time() * 1000)
+
+    h.scheduler.sessions.clock_ms = h.scheduler.dispatcher.clock_ms = wall_ms
+    node, node_id = await h.ready_node(max_concurrent_jobs=1)
+    await h.scheduler.store.reserve(node_id, "stale", 1, wall_ms(), wall_ms() + 20_000)
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+
+    async def speak_every_3_s():  # 0 waits, the next ones are held behind it
+        for index in itertools.count():
+            await client.send(utterance(session_id, index))
+            await node.send(heartbeat_frame(node_id))
+            await trio.sleep(3)
+
+    nursery.start_soon(speak_every_3_s)
+    with trio.fail_after(30):
+        job = await node.recv_type("job_assign")
+    assert trio.current_time() >= 20  # not before the stale reservation expired
+    assert job["utterance_index"] >= 1  # the first ones timed out meanwhile
+
+
+async def test_a_repeat_of_a_waiting_utterance_is_a_no_op_even_near_the_limit(
+    nursery, autojump_clock
+):
+    one_second = len(base64.b64decode(utterance("s", 0)["audio"]))
+    h = await MemoryHarness.start(nursery, sessions={"max_waiting_utterance_bytes": one_second})
+    node, _ = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    await client.send(utterance(session_id, 1))  # waits, filling the budget
+    await client.send(utterance(session_id, 1))  # a repeat: no error, no second job
+    await client.send(utterance(session_id, 0))
+    indexes = [(await node.recv_type("job_assign"))["utterance_index"] for _ in range(2)]
+    assert indexes == [0, 1]
+    await trio.testing.wait_all_tasks_blocked()
+    assert h.scheduler.dispatcher.counters["jobs_dispatched"] == 2
+    seen = []
+    while not (seen and seen[-1] == ("ui_event", 1)):
+        frame = await client.recv()
+        seen.append((frame["type"], frame.get("utterance_index")))
+    assert "error" not in {kind for kind, _ in seen}, seen

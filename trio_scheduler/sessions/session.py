@@ -426,6 +426,8 @@ class SessionTask:
             return
         if not await self._claim_audio_path("utterance"):
             return
+        if index in self._waiting_audio:
+            return  # a repeat of an utterance still waiting: idempotent, nothing to do
         audio = decode_base64(message.audio)
         if audio is None:
             await self._send_error(
@@ -715,6 +717,12 @@ class SessionTask:
         if job.state is JobState.WAITING:
             self._dispatcher.stop_waiting(job.job_id)
             await self._fail(job, ErrorCode.NODE_OVERLOADED, "all nodes busy", now)
+            # Jobs held back behind this one never asked the store themselves: the next
+            # one asks now (a slot may have come back without a release of ours, e.g. a
+            # reservation expiring), or it would wait on a wake-up that never comes.
+            following = self._oldest_waiting(job.needs)
+            if following is not None:
+                await self._dispatch(following, now)
         elif job.reservation_held:
             self._cancel_on_node(job, "timeout")
             await self._release_slot(job)
