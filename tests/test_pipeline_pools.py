@@ -81,6 +81,7 @@ async def test_asr_only_utterance_goes_to_an_asr_only_node(nursery, autojump_clo
     h = await MemoryHarness.start(nursery, nodes=ONLY_ASR_REQUIRED)
     asr, asr_id = await asr_only_node(h)
     assert h.scheduler.publisher.current.pools == {"zh:*": {asr_id}}
+    assert h.scheduler.publisher.current.ready_services == {"asr"}  # what every node has
     client = h.session()
     session_id = await h.session_id_for(client, one_way_init("zh", "en"))
 
@@ -141,6 +142,7 @@ async def test_node_whose_tts_stopped_is_degraded_when_tts_is_required(nursery, 
     await node.send(tts_down)
     await h.wait_node_status(node_id, "degraded")
     assert h.scheduler.publisher.current.pools == {}
+    assert h.scheduler.publisher.current.ready_services == {"asr", "nmt", "tts"}
 
 
 @pytest.mark.parametrize("partial_node", [asr_only_node, tts_down_node])

@@ -376,7 +376,15 @@ class NodeManager:
             return
         self._dirty = False
         self._version += 1
-        self._publisher.publish(Snapshot(self._version, self._views, self._pools, self._pairings))
+        self._publisher.publish(
+            Snapshot(
+                self._version,
+                self._views,
+                self._pools,
+                self._pairings,
+                ready_services=self._health.required_services & SELECTION_SERVICES,
+            )
+        )
 
     def _summaries(self, now: float) -> list[NodeSummary]:
         return [

@@ -71,6 +71,8 @@ class Snapshot:
     pairings: Mapping[str, Pairing] = attrs.field(
         default=MappingProxyType({}), converter=lambda m: MappingProxyType(dict(m))
     )
+    # Services every ready node has (the required ones): checking them per node is moot.
+    ready_services: frozenset[str] = frozenset()
 
     @classmethod
     def empty(cls) -> Snapshot:
@@ -93,6 +95,8 @@ class Snapshot:
             members = pool if members is None else members & pool
         if not members:
             return frozenset()
+        if needs.services <= self.ready_services:  # the default pipeline: no per-node check
+            return members
         if any(not needs.services <= self.nodes[i].services for i in members):
             members = frozenset(i for i in members if needs.services <= self.nodes[i].services)
         return members
