@@ -43,7 +43,7 @@ def pipeline_services(pipeline: Pipeline) -> frozenset[str]:
 @attrs.frozen
 class Needs:
     """A node can take the job when it is in every pool of ``pools`` and has every
-    service of ``services`` ready. Hashable: jobs with equal needs queue together."""
+    service of ``services`` ready. Jobs with equal needs compete for the same nodes."""
 
     pools: frozenset[str]
     services: frozenset[str]
@@ -70,9 +70,7 @@ def needs_for(
     """With a target service (NMT or TTS) a job needs the session's directed pairs; without
     one (ASR only, say) the target language does not matter and only the sources count."""
     services = pipeline_services(pipeline)
-    if services & TARGET_SERVICES:
-        pools = required_pairs(mode, src_lang, tgt_lang, lang_a, lang_b, auto_langs)
-    else:
-        pairs = required_pairs(mode, src_lang, tgt_lang, lang_a, lang_b, auto_langs)
-        pools = frozenset(source_key(source_of(pair)) for pair in pairs)
+    pools = required_pairs(mode, src_lang, tgt_lang, lang_a, lang_b, auto_langs)
+    if not services & TARGET_SERVICES:
+        pools = frozenset(source_key(source_of(pair)) for pair in pools)
     return Needs(pools, services)
