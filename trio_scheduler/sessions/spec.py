@@ -35,11 +35,10 @@ class SessionSpec:
     pipeline: Pipeline = Pipeline()
     pinned_node_id: str | None = None
 
-    def needs(self, pipeline: Pipeline | None = None) -> Needs:
-        """What a node must offer to take this session's job run through ``pipeline``
-        (the session's own, the full one, when None)."""
+    def needs(self) -> Needs:
+        """What a node must offer to take a job run with these settings."""
         return needs_for(
-            pipeline or self.pipeline,
+            self.pipeline,
             mode=self.mode,
             src_lang=self.src_lang,
             tgt_lang=self.tgt_lang,
