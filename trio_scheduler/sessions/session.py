@@ -20,34 +20,20 @@ import trio
 import trio_websocket
 
 from trio_scheduler.config import Config
-from trio_scheduler.dispatch.dispatcher import (
-    AllFull,
-    CapacityFreed,
-    Dispatched,
-    Dispatcher,
-    NodeLost,
-    NodeMessage,
-    NoNode,
-)
-from trio_scheduler.dispatch.jobs import Job, JobEvent, JobState, new_job_id
+from trio_scheduler.dispatch.dispatcher import Dispatcher
+from trio_scheduler.dispatch.jobs import Job, new_job_id
+from trio_scheduler.dispatch.session_jobs import NODE_EVENTS, Binding, SessionJobs
 from trio_scheduler.management.needs import Needs
 from trio_scheduler.management.node_state import Rejection
 from trio_scheduler.protocol import codec
 from trio_scheduler.protocol.codec import ProtocolError, UnknownMessageType
-from trio_scheduler.protocol.errors import CloseCode, ErrorCode, map_node_error_code
+from trio_scheduler.protocol.errors import CloseCode, ErrorCode
 from trio_scheduler.protocol.messages import (
     ROOM_MESSAGE_TYPES,
     SESSION_INBOUND,
-    AsrPartialFromNode,
-    AsrPartialToClient,
     AudioChunk,
-    Backpressure,
     ClientHeartbeat,
-    JobAck,
     JobAssign,
-    JobCancel,
-    JobResult,
-    JobStarted,
     ServerHeartbeat,
     SessionClose,
     SessionCloseAck,
@@ -55,12 +41,11 @@ from trio_scheduler.protocol.messages import (
     SessionInitAck,
     TtsPlayEnded,
     TtsStarted,
-    UiEvent,
     Utterance,
 )
 from trio_scheduler.sessions.audio import decode_base64, utterance_duration_ms
 from trio_scheduler.sessions.ordering import Deliver, OrderedResults, Release
-from trio_scheduler.sessions.outcomes import Outcome, gap_frame, is_silence, outcome_frames
+from trio_scheduler.sessions.outcomes import Outcome, gap_frame, outcome_frames
 from trio_scheduler.sessions.groups import GroupTracker
 from trio_scheduler.sessions.inbox import SessionInbox
 from trio_scheduler.sessions.limits import RateLimiter, Verdict
@@ -76,7 +61,6 @@ from trio_scheduler.sessions.spec import (
     check_utterance,
     new_session_id,
 )
-from trio_scheduler.store.base import StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -184,9 +168,13 @@ class SessionTask:
         self._ordered: OrderedResults[Outcome] = OrderedResults(
             results.gap_timeout_ms / 1000, results.max_pending
         )
-        self._jobs: dict[str, Job] = {}  # job_id -> job
-        self._sticky_node_id: str | None = None
-        self._busy_signalled = False
+        self._jobs = SessionJobs(
+            dispatcher=services.dispatcher,
+            config=self._config.jobs,
+            inbox=inbox,
+            reporter=self,
+            clock_ms=services.clock_ms,
+        )
         self._last_client_at = trio.current_time()
         self._closing_deadline: float | None = None
         self._finished = False
@@ -226,8 +214,8 @@ class SessionTask:
             self._hangover.next_deadline(),
             self._ordered.next_deadline(),
             self._utterances.next_deadline(),
+            self._jobs.next_deadline(),
         ]
-        deadlines.extend(j.deadline for j in self._jobs.values() if j.deadline is not None)
         if self._closing_deadline is not None:
             deadlines.append(self._closing_deadline)
         return min(deadlines, default=math.inf)
@@ -239,12 +227,8 @@ class SessionTask:
                 await self._on_client_frame(event)
             case ClientGone():
                 self._finished = True
-            case NodeMessage():
-                await self._on_node_message(event, now)
-            case NodeLost():
-                await self._on_node_lost(event, now)
-            case CapacityFreed():
-                await self._on_capacity_freed(event, now)
+            case _ if isinstance(event, NODE_EVENTS):
+                await self._jobs.handle(event, now)
 
     async def _on_timers(self, now: float) -> None:
         if now >= self._last_client_at + self._config.sessions.idle_timeout_s:
@@ -258,8 +242,7 @@ class SessionTask:
         for held in self._hangover.release_due(now):
             await self._start_job_for_segment(held, now)
         await self._release_utterances(self._utterances.on_timer(now), now)
-        for job in [j for j in self._jobs.values() if j.deadline is not None and now >= j.deadline]:
-            await self._on_job_deadline(job, now)
+        await self._jobs.on_timers(now)
         await self._release(self._ordered.on_timer(now))
         if self._closing_deadline is not None:
             await self._maybe_finish_close(now)
@@ -272,7 +255,7 @@ class SessionTask:
             await self._on_rate_limited(verdict)
             return
         if isinstance(frame.raw, bytes):
-            await self._send_error(ErrorCode.INVALID_MESSAGE, "binary frames are not supported")
+            await self.send_error(ErrorCode.INVALID_MESSAGE, "binary frames are not supported")
             return
         try:
             message = codec.decode(
@@ -280,32 +263,32 @@ class SessionTask:
             )
         except UnknownMessageType as exc:
             if exc.kind in ROOM_MESSAGE_TYPES:
-                await self._send_error(
+                await self.send_error(
                     ErrorCode.UNSUPPORTED_FEATURE, f"{exc.kind}: rooms are not supported yet"
                 )
             else:
-                await self._send_error(exc.code, exc.message, exc.details)
+                await self.send_error(exc.code, exc.message, exc.details)
             return
         except ProtocolError as exc:
-            await self._send_error(exc.code, exc.message, exc.details)
+            await self.send_error(exc.code, exc.message, exc.details)
             return
         if isinstance(message, SessionInit):
             await self._on_session_init(message, frame)
             return
         if self._spec is None:
-            await self._send_error(
+            await self.send_error(
                 ErrorCode.INVALID_SESSION, "no session on this socket: send session_init first"
             )
             return
         if message.session_id != self._spec.session_id:
-            await self._send_error(
+            await self.send_error(
                 ErrorCode.INVALID_SESSION,
                 f"session_id {message.session_id[:64]!r} does not belong to this socket",
                 {"field": "session_id"},
             )
             return
         if self._closing_deadline is not None:
-            await self._send_error(ErrorCode.SESSION_CLOSED, "the session is closing")
+            await self.send_error(ErrorCode.SESSION_CLOSED, "the session is closing")
             return
         now = trio.current_time()
         match message:
@@ -314,7 +297,7 @@ class SessionTask:
             case Utterance():
                 await self._on_utterance(message, frame, now)
             case ClientHeartbeat():
-                await self._send(ServerHeartbeat(self._spec.session_id, self._services.clock_ms()))
+                await self.send(ServerHeartbeat(self._spec.session_id, self._services.clock_ms()))
             case SessionClose():
                 await self._on_session_close(now)
             case TtsStarted():
@@ -329,7 +312,7 @@ class SessionTask:
 
     async def _on_session_init(self, message: SessionInit, frame: ClientFrame) -> None:
         if self._spec is not None:
-            await self._send_error(
+            await self.send_error(
                 ErrorCode.INVALID_MESSAGE,
                 f"this socket already has session {self._spec.session_id}",
             )
@@ -340,23 +323,24 @@ class SessionTask:
             session_id = new_session_id()
         checked = check_session_init(message, session_id)
         if isinstance(checked, Rejection):
-            await self._send_error(checked.code, checked.message, checked.details)
+            await self.send_error(checked.code, checked.message, checked.details)
             return
         if message.pairing_code:
             snapshot = self._dispatcher.snapshot
             node_id = snapshot.paired_node(message.pairing_code, trio.current_time())
             if node_id is None:
-                await self._send_error(
+                await self.send_error(
                     ErrorCode.INVALID_PAIRING_CODE, "pairing code is unknown or has expired",
                     {"field": "pairing_code"},
                 )
                 return
             checked = attrs.evolve(checked, pinned_node_id=node_id)
         self._spec = checked
+        self._jobs.bind(Binding(session_id, checked.trace_id, checked.pinned_node_id))
         self._needs = checked.needs()
         sessions[session_id] = self
         log.info("session started", session_id=session_id, pools=sorted(self._needs.pools))
-        await self._send(
+        await self.send(
             SessionInitAck(
                 session_id=session_id,
                 message="session created",
@@ -372,7 +356,7 @@ class SessionTask:
             self._audio_path = path
         if self._audio_path == path:
             return True
-        await self._send_error(
+        await self.send_error(
             ErrorCode.INVALID_MESSAGE,
             f"this session sends {self._audio_path}; {path} is not accepted on it",
             {"field": "type"},
@@ -384,7 +368,7 @@ class SessionTask:
             return
         limit = self._config.sessions.max_chunk_bytes
         if message.payload and len(message.payload) * 3 // 4 > limit:
-            await self._send_error(
+            await self.send_error(
                 ErrorCode.INVALID_MESSAGE, f"audio chunk larger than {limit} bytes",
                 {"field": "payload"},
             )
@@ -406,7 +390,7 @@ class SessionTask:
             self._finished = True
         elif verdict is Verdict.REFUSE:
             limit = self._config.sessions.max_messages_per_s
-            await self._send_error(
+            await self.send_error(
                 ErrorCode.RATE_LIMITED,
                 f"more than {limit:g} messages per second: messages are being dropped",
             )
@@ -417,7 +401,7 @@ class SessionTask:
         index = message.utterance_index
         ahead = self._config.sessions.max_index_ahead
         if index < 0 or index > self._utterances.next_index + ahead:
-            await self._send_error(
+            await self.send_error(
                 ErrorCode.INVALID_MESSAGE,
                 f"utterance_index {index} is outside [{self._utterances.next_index}, "
                 f"{self._utterances.next_index + ahead}]",
@@ -430,21 +414,21 @@ class SessionTask:
             return  # a repeat of an utterance still waiting: idempotent, nothing to do
         audio = decode_base64(message.audio)
         if audio is None:
-            await self._send_error(
+            await self.send_error(
                 ErrorCode.INVALID_MESSAGE, "audio is not valid base64", {"field": "audio"}
             )
             return
         assert self._spec is not None
         spec = check_utterance(message, self._spec)
         if isinstance(spec, Rejection):
-            await self._send_error(spec.code, spec.message, spec.details)
+            await self.send_error(spec.code, spec.message, spec.details)
             return
         waits = index > self._utterances.next_index
         if waits:
             # Utterances that wait for lower indexes hold their audio: bounded per session.
             limit = self._config.sessions.max_waiting_utterance_bytes
             if self._waiting_audio_bytes + len(audio) > limit:
-                await self._send_error(
+                await self.send_error(
                     ErrorCode.RATE_LIMITED,
                     f"more than {limit} bytes of audio wait for utterance "
                     f"{self._utterances.next_index}; send it first",
@@ -493,7 +477,7 @@ class SessionTask:
             first_client_ts_ms=None,
             spec=spec,
         )
-        await self._dispatch(job, now)
+        await self._jobs.start(job, now)
 
     async def _on_session_close(self, now: float) -> None:
         segment = self._segmenter.flush(now)
@@ -507,14 +491,13 @@ class SessionTask:
 
     async def _maybe_finish_close(self, now: float) -> None:
         assert self._closing_deadline is not None
-        unfinished = any(not j.state.terminal for j in self._jobs.values())
-        if unfinished and now < self._closing_deadline:
+        if self._jobs.unfinished and now < self._closing_deadline:
             return
         if self._ordered.pending_count:
             await self._release(self._ordered.on_timer(math.inf))
         assert self._spec is not None
         self._closing_deadline = None
-        await self._send(SessionCloseAck(self._spec.session_id))
+        await self.send(SessionCloseAck(self._spec.session_id))
         await self._close(CloseCode.NORMAL, "session closed")
         self._finished = True
 
@@ -542,7 +525,7 @@ class SessionTask:
             received_at_ms=segment.first_received_at_ms or self._services.clock_ms(),
             first_client_ts_ms=segment.first_client_ts_ms,
         )
-        await self._dispatch(job, now)
+        await self._jobs.start(job, now)
 
     def _new_job(
         self,
@@ -598,256 +581,7 @@ class SessionTask:
             received_at_ms=received_at_ms,
             first_client_ts_ms=first_client_ts_ms,
         )
-        self._jobs[job_id] = job
         return job
-
-    async def _dispatch(self, job: Job, now: float) -> None:
-        """One dispatch try; on failure the job waits for capacity or ends with an outcome."""
-        spec = self._spec
-        assert spec is not None
-        frame = codec.encode(attrs.evolve(job.assign, attempt_id=job.attempt_id))
-        try:
-            if self._held_back(job):
-                outcome: Dispatched | NoNode | AllFull = AllFull()
-            else:
-                outcome = await self._dispatcher.dispatch(
-                    job_id=job.job_id,
-                    attempt_id=job.attempt_id,
-                    frame=frame,
-                    needs=job.needs,
-                    session_id=spec.session_id,
-                    inbox=self._inbox,
-                    sticky_node_id=self._sticky_node_id,
-                    exclude=frozenset(job.lost_nodes),
-                    pinned_node_id=spec.pinned_node_id,
-                )
-        except StoreUnavailable:
-            await self._fail(job, ErrorCode.SCHEDULER_DEPENDENCY_DOWN, "store unreachable", now)
-            return
-        match outcome:
-            case Dispatched(node_id=node_id):
-                self._dispatcher.stop_waiting(job.job_id, took_slot=True)
-                self._transition(job, JobEvent.DISPATCH)
-                job.node_id = node_id
-                job.nodes_tried.add(node_id)
-                job.dispatched_at = now
-                job.dispatched_at_ms = self._services.clock_ms()
-                job.deadline = now + self._config.jobs.timeout_ms / 1000
-                self._sticky_node_id = node_id
-                if not any(j.state is JobState.WAITING for j in self._jobs.values()):
-                    self._busy_signalled = False
-                await self._send(
-                    UiEvent(spec.trace_id, spec.session_id, job.job_id, job.utterance_index,
-                            "DISPATCHED")
-                )
-            case NoNode():
-                self._dispatcher.stop_waiting(job.job_id)
-                if spec.pinned_node_id is not None:
-                    hint = "the paired node is not ready or cannot run this pipeline"
-                    await self._fail(job, ErrorCode.NODE_UNAVAILABLE, hint, now)
-                elif job.lost_nodes:
-                    await self._fail(
-                        job, ErrorCode.NODE_UNAVAILABLE, "no other node can take the job", now
-                    )
-                else:
-                    await self._send_error(
-                        ErrorCode.NO_AVAILABLE_NODE,
-                        f"no node serves {job.needs.describe()} right now",
-                    )
-                    await self._fail(job, None, None, now)
-            case AllFull():
-                if job.state is JobState.WAITING:
-                    self._dispatcher.keep_waiting(job.job_id)
-                    return
-                if not self._dispatcher.wait_for_capacity(job.job_id, job.needs, self._inbox):
-                    await self._fail(
-                        job, ErrorCode.NODE_OVERLOADED, "all nodes busy, queue full", now
-                    )
-                    return
-                self._transition(job, JobEvent.WAIT)
-                job.deadline = now + self._config.jobs.pending_timeout_ms / 1000
-                if not self._busy_signalled:
-                    self._busy_signalled = True
-                    await self._send(Backpressure("BUSY"))
-
-    async def _on_capacity_freed(self, event: CapacityFreed, now: float) -> None:
-        job = self._jobs.get(event.job_id)
-        if job is None or job.state is not JobState.WAITING:
-            return
-        await self._dispatch(job, now)
-        # More room may be free than this one wake-up says (jobs that queued behind this
-        # one without trying): the session's next waiting jobs with the same needs try,
-        # in order, until one has to wait again.
-        needs = job.needs
-        while job.state is not JobState.WAITING:
-            job = self._oldest_waiting(needs)
-            if job is None:
-                return
-            await self._dispatch(job, now)
-
-    def _oldest_waiting(self, needs: Needs) -> Job | None:
-        """The session's earliest job waiting for capacity on exactly the nodes ``needs``
-        selects (same needs, none excluded). Jobs are kept in creation order, which is
-        index order."""
-        return next(
-            (
-                j
-                for j in self._jobs.values()
-                if j.state is JobState.WAITING and j.needs == needs and not j.lost_nodes
-            ),
-            None,
-        )
-
-    def _held_back(self, job: Job) -> bool:
-        """Keep the session's order: a new job does not take a slot before an earlier one
-        waiting for the same nodes (a node buffers audio across a turn). It goes on when no
-        node serves it at all, so that is still reported at once."""
-        if job.state is not JobState.CREATED or job.nodes_tried:
-            return False
-        if self._oldest_waiting(job.needs) is None:
-            return False
-        spec = self._spec
-        assert spec is not None
-        candidates = self._dispatcher.snapshot.candidates(job.needs)
-        if spec.pinned_node_id is not None:
-            candidates &= {spec.pinned_node_id}
-        return bool(candidates)
-
-    async def _on_job_deadline(self, job: Job, now: float) -> None:
-        if job.state is JobState.WAITING:
-            self._dispatcher.stop_waiting(job.job_id)
-            await self._fail(job, ErrorCode.NODE_OVERLOADED, "all nodes busy", now)
-            # Jobs held back behind this one never asked the store themselves: the next
-            # one asks now (a slot may have come back without a release of ours, e.g. a
-            # reservation expiring), or it would wait on a wake-up that never comes.
-            following = self._oldest_waiting(job.needs)
-            if following is not None:
-                await self._dispatch(following, now)
-        elif job.reservation_held:
-            self._cancel_on_node(job, "timeout")
-            await self._release_slot(job)
-            self._transition(job, JobEvent.TIME_OUT)
-            await self._finish(job, Outcome(job.utterance_index, job.job_id, "timeout",
-                                            error_code=ErrorCode.JOB_TIMEOUT,
-                                            hint="no result in time"), now)
-
-    async def _on_node_lost(self, event: NodeLost, now: float) -> None:
-        job = self._jobs.get(event.job_id)
-        if job is None or not job.reservation_held or job.node_id != event.node_id:
-            return
-        job.lost_nodes.add(event.node_id)
-        await self._release_slot(job)
-        self._transition(job, JobEvent.NODE_LOST)
-        job.deadline = None
-        if job.attempt_id >= self._config.jobs.max_attempts:
-            await self._fail(job, ErrorCode.NODE_UNAVAILABLE, "node lost, attempts exhausted", now)
-            return
-        job.attempt_id += 1
-        log.info("re-dispatching job after node loss", job_id=job.job_id,
-                 attempt_id=job.attempt_id, lost=event.node_id)
-        await self._dispatch(job, now)
-
-    async def _on_node_message(self, event: NodeMessage, now: float) -> None:
-        message = event.message
-        job = self._jobs.get(message.job_id)
-        if job is None or job.state.terminal:
-            self._dispatcher.counters.inc("node_frames_after_end")
-            return
-        spec = self._spec
-        assert spec is not None
-        match message:
-            case JobAck():
-                if job.node_id == event.node_id and self._transition(job, JobEvent.ACK):
-                    await self._send(UiEvent(spec.trace_id, spec.session_id, job.job_id,
-                                             job.utterance_index, "NODE_ACCEPTED"))
-            case JobStarted():
-                self._transition(job, JobEvent.START)
-            case AsrPartialFromNode():
-                self._transition(job, JobEvent.START)
-                await self._send(UiEvent(spec.trace_id, spec.session_id, job.job_id,
-                                         job.utterance_index, "ASR_PARTIAL"))
-                await self._send(AsrPartialToClient(spec.session_id, job.utterance_index,
-                                                    job.job_id, message.text, message.is_final,
-                                                    spec.trace_id))
-            case JobResult():
-                await self._on_job_result(job, message, event, now)
-
-    async def _on_job_result(
-        self, job: Job, result: JobResult, event: NodeMessage, now: float
-    ) -> None:
-        error_code = result.error.code if result.error else None
-        if not result.success and error_code == "DUPLICATE_JOB_ID":
-            # The node already holds this job (sent before a reconnect): its answer to
-            # the first copy is still coming. Nothing is re-sent; the job timeout bounds it.
-            self._dispatcher.counters.inc("duplicate_job_id_refusals")
-            return
-        if job.reservation_held:
-            if job.node_id != event.node_id:
-                # An earlier attempt's node answered (it came back): the current attempt
-                # is moot, and its node must not go on running it in a freed slot.
-                self._cancel_on_node(job, "answered by an earlier attempt")
-            await self._release_slot(job)
-        common = dict(
-            utterance_index=job.utterance_index,
-            job_id=job.job_id,
-            dispatched_at_ms=job.dispatched_at_ms,
-            audio_received_at_ms=job.received_at_ms,
-            first_client_ts_ms=job.first_client_ts_ms,
-        )
-        if not result.success:
-            self._transition(job, JobEvent.FAIL)
-            error = result.error
-            outcome = Outcome(
-                kind="failed",
-                error_code=map_node_error_code(error.code if error else None),
-                hint=error.message if error else "the node reported a failure",
-                **common,
-            )
-        elif is_silence(result):
-            self._transition(job, JobEvent.FINISH)
-            outcome = Outcome(kind="silence", **common)
-        else:
-            self._transition(job, JobEvent.FINISH)
-            outcome = Outcome(
-                kind="result", result=result, result_received_at_ms=event.received_at_ms, **common
-            )
-        await self._finish(job, outcome, now)
-
-    def _transition(self, job: Job, event: JobEvent) -> bool:
-        """Apply a job event; an illegal one is ignored and counted, never raised."""
-        if job.apply(event):
-            return True
-        self._dispatcher.counters.inc("illegal_job_transitions")
-        return False
-
-    async def _fail(
-        self, job: Job, code: ErrorCode | None, hint: str | None, now: float
-    ) -> None:
-        self._transition(job, JobEvent.FAIL)
-        await self._finish(
-            job,
-            Outcome(job.utterance_index, job.job_id, "failed", error_code=code, hint=hint),
-            now,
-        )
-
-    async def _finish(self, job: Job, outcome: Outcome, now: float) -> None:
-        job.deadline = None
-        self._dispatcher.forget(job.job_id)
-        del self._jobs[job.job_id]
-        await self._release(self._ordered.put(job.utterance_index, outcome, now))
-
-    async def _release_slot(self, job: Job) -> None:
-        assert job.node_id is not None
-        try:
-            await self._dispatcher.release(job.job_id, job.attempt_id, job.node_id)
-        except StoreUnavailable:
-            log.warning("release failed; the reservation will expire", job_id=job.job_id)
-
-    def _cancel_on_node(self, job: Job, reason: str) -> None:
-        node = self._dispatcher.node(job.node_id) if job.node_id else None
-        if node is not None:
-            trace_id = self._spec.trace_id if self._spec else None
-            node.link.send(codec.encode(JobCancel(job.job_id, trace_id, reason)))
 
     # -- output ------------------------------------------------------------------------
 
@@ -869,12 +603,12 @@ class SessionTask:
                 frames = [gap_frame(item.index, session_id=spec.session_id,
                                     trace_id=spec.trace_id, sent_at_ms=sent_at_ms)]
             for frame in frames:
-                await self._send(frame)
+                await self.send(frame)
 
-    async def _send(self, message: Any) -> None:
+    async def send(self, message: Any) -> None:
         await self._send_text(codec.encode(message))
 
-    async def _send_error(
+    async def send_error(
         self, code: ErrorCode | str, message: str, details: dict | None = None
     ) -> None:
         await self._send_text(codec.encode_error(code, message, details))
@@ -901,21 +635,13 @@ class SessionTask:
     # -- the end -------------------------------------------------------------------------
 
     async def cleanup(self) -> None:
-        """Stop everything of the session: cancel its jobs on the nodes, free their slots,
-        forget its routes and its id. Runs shielded (and bounded) after the socket is gone:
-        the bookkeeping comes first, so a stalled store cannot leave a ghost session."""
-        held = []
-        for job in list(self._jobs.values()):
-            if job.reservation_held:
-                self._cancel_on_node(job, "session closed")
-                held.append((job.job_id, job.attempt_id, job.node_id))
-            self._transition(job, JobEvent.CANCEL)
-            self._dispatcher.forget(job.job_id)
-        self._jobs.clear()
+        """Stop everything of the session: forget its id, cancel its jobs on the nodes and
+        free their slots. Runs shielded (and bounded) after the socket is gone."""
         if self._spec is not None:
             self._services.sessions.pop(self._spec.session_id, None)
-        for job_id, attempt_id, node_id in held:
-            try:
-                await self._dispatcher.release(job_id, attempt_id, node_id)
-            except StoreUnavailable:
-                log.warning("release failed; the reservation will expire", job_id=job_id)
+        await self._jobs.cleanup()
+
+    # -- what the jobs report (SessionJobs' JobReporter) -------------------------------
+
+    async def job_ended(self, outcome: Outcome, now: float) -> None:
+        await self._release(self._ordered.put(outcome.utterance_index, outcome, now))
