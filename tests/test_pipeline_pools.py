@@ -162,7 +162,7 @@ async def test_waiting_job_is_woken_only_by_a_node_that_can_run_it(
     await client.send(utterance(session_id, 1, ASR_ONLY))  # the full node is busy
     second = await partial.recv_type("job_assign")
     await client.send(utterance(session_id, 2, FULL))
-    assert (await client.recv_type("backpressure"))["action"] == "BUSY"
+    assert (await client.recv_type("backpressure"))["action"] == "PAUSE"
     assert h.scheduler.dispatcher.waiting == 1
 
     await partial.send(result_frame(second, partial_id))  # a slot the waiting job cannot use
@@ -187,7 +187,7 @@ async def test_a_job_for_other_nodes_is_not_held_behind_a_waiting_one(nursery, a
     await client.send(utterance(session_id, 0, FULL))
     await full.recv_type("job_assign")
     await client.send(utterance(session_id, 1, FULL))
-    assert (await client.recv_type("backpressure"))["action"] == "BUSY"
+    assert (await client.recv_type("backpressure"))["action"] == "PAUSE"
     await client.send(utterance(session_id, 2, ASR_ONLY))
     job = await asr.recv_type("job_assign")
     assert job["utterance_index"] == 2
@@ -205,7 +205,7 @@ async def test_waiting_job_is_woken_when_a_node_gets_the_missing_service(
     await client.send(utterance(session_id, 0, FULL))
     await full.recv_type("job_assign")
     await client.send(utterance(session_id, 1, FULL))
-    assert (await client.recv_type("backpressure"))["action"] == "BUSY"
+    assert (await client.recv_type("backpressure"))["action"] == "PAUSE"
 
     tts_back = heartbeat_frame(partial_id, ["zh", "en"])
     tts_back["capability_by_type"] = [{"type": "tts", "ready": True}]

@@ -363,16 +363,16 @@ async def test_a_lost_playback_end_does_not_wedge_later_pause_cuts(nursery, auto
     assert trio.current_time() - ended == pytest.approx(3.15)  # pause counted from g2's end
 
 
-class SlowReleaseStore(MemoryStore):
+class SlowReserveStore(MemoryStore):
     """A store round trip that takes a while, as over a network."""
 
-    async def release(self, node_id, member):
+    async def reserve(self, *args):
         await trio.sleep(0.3)
-        return await super().release(node_id, member)
+        return await super().reserve(*args)
 
 
 async def test_a_waiting_utterance_is_not_overtaken_by_a_later_one(nursery, autojump_clock):
-    h = await MemoryHarness.start(nursery, store=SlowReleaseStore())
+    h = await MemoryHarness.start(nursery, store=SlowReserveStore())
     node, node_id = await h.ready_node(max_concurrent_jobs=1)
     client = h.session()
     session_id = await h.session_id_for(client, one_way_init("zh", "en"))

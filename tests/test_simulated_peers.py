@@ -116,7 +116,7 @@ async def test_two_clients_share_one_single_slot_node(start_server, nursery):
         assert summary.result_indices == [0, 1, 2]
         assert summary.missing == [] and summary.errors == []
         # Waiting for the busy node is reported as backpressure, never as an error.
-        assert all(frame["action"] == "BUSY" for frame in summary.backpressure)
+        assert all(frame["action"] == "PAUSE" for frame in summary.backpressure)
     assert any(summary.backpressure for summary in summaries.values())  # they did contend
 
 

@@ -7,6 +7,7 @@ latest score, so scores in the real past would make Redis delete the keys under 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -244,18 +245,70 @@ async def test_an_error_reply_fails_only_its_caller(
         other.close()
 
 
-async def test_a_cancelled_caller_does_not_disturb_the_bridge(
+async def test_a_cancelled_reservation_is_undone_and_the_bridge_goes_on(
     redis_store: RedisStore, t0: int
 ) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(redis_store.reserve, "n1", "a:1", 2, t0, t0 + 1_000)
         await trio.testing.wait_all_tasks_blocked()  # sent, and waiting for its reply
         nursery.cancel_scope.cancel()
-    # The command ran anyway (the script is idempotent, so a retry would be harmless)...
-    assert await redis_store.in_use("n1", t0) == 1
+    # The script may have run for nobody: its undo runs after it, so no slot stays taken.
+    assert await redis_store.in_use("n1", t0) == 0
     assert await redis_store.reserve("n1", "a:1", 2, t0, t0 + 1_000) == Reservation(True, 1)
-    # ...and the bridge kept serving.
     assert await redis_store.ping() is True
+
+
+async def test_release_soon_is_carried_out_before_later_calls(store: Store, t0: int) -> None:
+    await store.reserve("n1", "a:1", 1, t0, t0 + 1_000)
+    store.release_soon("n1", "a:1")
+    assert await store.in_use("n1", t0) == 0
+    assert (await store.reserve("n1", "b:1", 1, t0, t0 + 1_000)).granted
+
+
+class FreezableRedis(fakeredis.FakeRedis):
+    """A Redis that can stop answering (like a SIGSTOPped server) and come back."""
+
+    def __init__(self) -> None:
+        super().__init__(decode_responses=True)
+        self.answering = threading.Event()
+        self.answering.set()
+
+    def pipeline(self, transaction=True, shard_hint=None):
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        def execute_when_answering(*args, **kwargs):
+            assert self.answering.wait(timeout=10), "the test never let Redis answer again"
+            return execute(*args, **kwargs)
+
+        pipe.execute = execute_when_answering
+        return pipe
+
+
+async def test_a_frozen_redis_fails_each_call_at_its_deadline_without_queueing(t0: int) -> None:
+    client = FreezableRedis()
+    deadline_s = 0.2
+    async with open_redis_store("redis://fake", client=client, call_timeout_s=deadline_s) as store:
+        assert await store.ping() is True
+        client.answering.clear()
+        started = trio.current_time()
+        with pytest.raises(StoreUnavailable, match="did not answer"):
+            await store.reserve("n1", "a:1", 1, t0, t0 + 1_000)
+        assert deadline_s <= trio.current_time() - started < deadline_s + 1
+        # Redis is still frozen: later calls fail at once instead of queueing behind it.
+        started = trio.current_time()
+        for member in ("b:1", "c:1"):
+            with pytest.raises(StoreUnavailable, match="has not answered"):
+                await store.reserve("n1", member, 1, t0, t0 + 1_000)
+        assert await store.ping() is False
+        assert trio.current_time() - started < deadline_s
+        client.answering.set()
+        with trio.fail_after(5):
+            await store.hop_ended()
+        # The first reservation ran once Redis answered, for nobody: its undo followed it.
+        assert await store.release("n1", "a:1") is False
+        assert await store.in_use("n1", t0) == 0
+        assert (await store.reserve("n1", "d:1", 1, t0, t0 + 1_000)).granted
 
 
 async def test_a_closed_store_raises_store_unavailable(t0: int) -> None:

@@ -85,7 +85,7 @@ async def test_waiting_for_capacity_then_overloaded(nursery, autojump_clock):
     job_a = await node.recv_type("job_assign")
     await b.send(audio_chunk_frame(sb, 0, is_final=True))
     busy = await b.recv_type("backpressure")
-    assert busy["action"] == "BUSY"
+    assert busy["action"] == "PAUSE"
     started_waiting = trio.current_time()
     error = await b.recv_type("ui_event")
     assert error["event"] == "ERROR" and error["error_code"] == "NODE_OVERLOADED"

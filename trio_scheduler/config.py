@@ -67,6 +67,7 @@ class StoreConfig:
     redis_url: str | None = attrs.field(default=None, validator=_redis_url)
     key_prefix: str = "ts:"
     socket_timeout_s: float = attrs.field(default=5.0, validator=_positive)
+    call_timeout_ms: int = attrs.field(default=500, validator=_positive)
 
 
 @attrs.frozen
@@ -110,6 +111,8 @@ class JobsConfig:
     reservation_margin_ms: int = attrs.field(default=5000, validator=_non_negative)
     max_waiting_per_pool: int = attrs.field(default=1000, validator=_positive)
     dedup_window_ms: int = attrs.field(default=30000, validator=_non_negative)
+    no_node_wait_ms: int = attrs.field(default=8000, validator=_non_negative)
+    backpressure_pause_ms: int = attrs.field(default=1000, validator=_positive)
 
 
 @attrs.frozen

@@ -227,6 +227,7 @@ async def serve(
         config.store.redis_url,
         key_prefix=config.store.key_prefix,
         socket_timeout_s=config.store.socket_timeout_s,
+        call_timeout_s=config.store.call_timeout_ms / 1000,
     ) as store:
         scheduler = Scheduler.build(config, store)
         async with scheduler.background_tasks() as service_nursery:

@@ -39,8 +39,7 @@ def wall_ms() -> int:
 class Inbox(Protocol):
     """Where a session task takes node events (see ``sessions.inbox.SessionInbox``)."""
 
-    def put_node(self, event: Any) -> bool: ...
-
+    def put_node(self, event: Any, *, force: bool = False) -> bool: ...
 
 
 @attrs.frozen
@@ -73,12 +72,20 @@ class Dispatched:
 
 @attrs.frozen
 class NoNode:
-    """No ready node meets the job's needs (after exclusions)."""
+    """No ready node meets the job's needs (after exclusions).
+
+    ``queued``: the job now waits for one (see :meth:`Dispatcher.wait_for_capacity`);
+    False when the waiting queue of its pools is full.
+    """
+
+    queued: bool = False
 
 
 @attrs.frozen
 class AllFull:
-    """Nodes meet the job's needs but none had a free slot."""
+    """Nodes meet the job's needs but none had a free slot; ``queued`` as for NoNode."""
+
+    queued: bool = False
 
 
 Outcome = Dispatched | NoNode | AllFull
@@ -178,19 +185,24 @@ class Dispatcher:
         exclude: frozenset[str] = frozenset(),
         pinned_node_id: str | None = None,
     ) -> Outcome:
-        """Try to hand one attempt of a job to a node; never waits for a node."""
+        """Try to hand one attempt of a job to a node; never waits for a node.
+
+        A job that finds no node, or no free slot, is queued to wait for one before this
+        returns, with no await in between: a slot freed or a node joining the moment after
+        the attempt failed wakes it (its session learns of the failure only later).
+        """
         snapshot = self._publisher.current
         ids = snapshot.candidates(needs) - exclude
         if pinned_node_id is not None:
             ids &= {pinned_node_id}
         if not ids:
-            return NoNode()
+            return NoNode(self.wait_for_capacity(job_id, needs, inbox))
         # Nodes this instance alone already fills cannot take the job: no store call for
         # them (another instance's reservations are still checked by the store).
         nodes = [snapshot.nodes[i] for i in ids]
         open_nodes = [n for n in nodes if self._in_flight[n.node_id] < n.max_concurrent_jobs]
         if not open_nodes:
-            return AllFull()
+            return AllFull(self.wait_for_capacity(job_id, needs, inbox))
         ranked = rank_candidates(
             open_nodes,
             sticky_node_id=sticky_node_id,
@@ -214,7 +226,7 @@ class Dispatcher:
             # here to the channel send is synchronous, so the node connection's cleanup
             # either sees this job in the directory or makes the send fail.
             if not _still_able(self._publisher.current, node, needs):
-                await self._store.release(node.node_id, member)
+                self._store.release_soon(node.node_id, member)
                 continue
             self._in_flight[node.node_id] += 1
             route = self._routes.get(job_id)
@@ -224,19 +236,24 @@ class Dispatcher:
             route.links[node.node_id] = node.link
             if not node.link.send(frame):
                 self._in_flight[node.node_id] -= 1
-                await self._store.release(node.node_id, member)
+                self._store.release_soon(node.node_id, member)
                 self.counters.inc("node_queue_full")
                 continue
             self.counters.inc("jobs_dispatched")
+            self.stop_waiting(job_id, took_slot=True)
             return Dispatched(node.node_id)
-        return AllFull()
+        return AllFull(self.wait_for_capacity(job_id, needs, inbox))
 
-    async def release(self, job_id: str, attempt_id: int, node_id: str) -> None:
-        """Give back the slot of one attempt and hand it to the oldest waiting job."""
+    def release(self, job_id: str, attempt_id: int, node_id: str) -> None:
+        """Give back the slot of one attempt and hand it to the oldest waiting job.
+
+        It does not wait for the store: a session must never stall on a release, and one
+        that is lost (the store is down) expires by itself.
+        """
         self._in_flight[node_id] -= 1
         if self._in_flight[node_id] <= 0:
             del self._in_flight[node_id]
-        await self._store.release(node_id, reservation_member(job_id, attempt_id))
+        self._store.release_soon(node_id, reservation_member(job_id, attempt_id))
         self._wake_one_for(node_id)
 
     def forget(self, job_id: str) -> None:

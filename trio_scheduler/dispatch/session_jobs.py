@@ -1,21 +1,32 @@
 """Every job of one session, from its creation to its one outcome.
 
 The session task speaks the client protocol; this is the rest of a job's life: dispatch,
-waiting for capacity, failover after a node loss, timeouts, and the node's answers. It
-lives inside the session task (one task owns it, so it needs no lock) and reaches the
-client only through the small :class:`JobReporter` the session gives it.
+waiting for a node or for capacity, failover after a node loss, timeouts, and the node's
+answers. It lives inside the session task (one task owns it, so it needs no lock) and
+reaches the client only through the small :class:`JobReporter` the session gives it.
 
 A node is reached through the dispatcher, whatever its kind: this module never looks at
 how a node is connected, so a node on another instance is just another node.
+
+Why attempts run in child tasks
+-------------------------------
+A dispatch attempt makes one call to the store (the reservation), and a store can be slow
+or frozen. The session must keep answering heartbeats, control frames and node results
+meanwhile, so each attempt runs in a child task and reports back through the session's
+inbox (:class:`AttemptDone`). One attempt is in flight per session at a time, taken from
+a FIFO of jobs ready to try: that alone keeps a session's jobs reaching nodes in index
+order, and a job never competes with its own session for a slot.
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import attrs
 import structlog
+import trio
 
 from trio_scheduler.config import JobsConfig
 from trio_scheduler.dispatch.dispatcher import (
@@ -23,7 +34,6 @@ from trio_scheduler.dispatch.dispatcher import (
     CapacityFreed,
     Dispatched,
     Dispatcher,
-    Inbox,
     NodeLost,
     NodeMessage,
     NoNode,
@@ -47,7 +57,39 @@ from trio_scheduler.store.base import StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
-NODE_EVENTS = (NodeMessage, NodeLost, CapacityFreed)
+
+# -- what an attempt reports back ------------------------------------------------------
+
+
+@attrs.frozen
+class StoreDown:
+    """The store did not answer in time: nothing was reserved, nothing sent."""
+
+    error: str
+
+
+@attrs.frozen
+class AttemptBroke:
+    """The attempt failed with an unexpected error (a bug): the job ends, the session goes on."""
+
+    error: str
+
+
+AttemptOutcome = Dispatched | NoNode | AllFull | StoreDown | AttemptBroke
+
+
+@attrs.frozen
+class AttemptDone:
+    job_id: str
+    attempt_id: int
+    outcome: AttemptOutcome
+
+
+NODE_EVENTS = (NodeMessage, NodeLost, CapacityFreed, AttemptDone)
+
+
+class Inbox(Protocol):
+    def put_node(self, event: Any, *, force: bool = False) -> bool: ...
 
 
 class JobReporter(Protocol):
@@ -72,6 +114,27 @@ class Binding:
     pinned_node_id: str | None
 
 
+class OutageAlerts:
+    """At most one ``error`` frame per cause until that cause is over.
+
+    The web client turns every ``error`` into a blocking alert, and an outage (no node,
+    store down) would otherwise raise one per utterance. A cause alerts again only after
+    a job of the session got through, which ends every outage at once.
+    """
+
+    def __init__(self) -> None:
+        self._raised: set[ErrorCode] = set()
+
+    def should_alert(self, cause: ErrorCode) -> bool:
+        if cause in self._raised:
+            return False
+        self._raised.add(cause)
+        return True
+
+    def all_clear(self) -> None:
+        self._raised.clear()
+
+
 class SessionJobs:
     def __init__(
         self,
@@ -88,12 +151,20 @@ class SessionJobs:
         self._reporter = reporter
         self._clock_ms = clock_ms
         self._session: Binding | None = None
+        self._nursery: trio.Nursery | None = None
         self._jobs: dict[str, Job] = {}  # job_id -> job, in creation (so index) order
+        self._ready: collections.deque[str] = collections.deque()  # jobs to try, in order
+        self._trying: str | None = None  # the job whose attempt is in flight
         self._sticky_node_id: str | None = None
-        self._busy_signalled = False
+        self._paused_until = float("-inf")  # the client was asked to pause until then
+        self._alerts = OutageAlerts()
 
     def bind(self, session: Binding) -> None:
         self._session = session
+
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Where attempts run: a nursery that lives as long as the session."""
+        self._nursery = nursery
 
     # -- what the session task asks ------------------------------------------------------
 
@@ -105,17 +176,23 @@ class SessionJobs:
         return iter(self._jobs.values())
 
     def next_deadline(self) -> float:
-        return min((j.deadline for j in self._jobs.values() if j.deadline is not None),
-                   default=float("inf"))
+        return min(
+            (j.deadline for j in self._jobs.values()
+             if j.deadline is not None and j.job_id != self._trying),
+            default=float("inf"),
+        )
 
     async def start(self, job: Job, now: float) -> None:
-        """Take a new job and try to hand it to a node."""
+        """Take a new job and hand it to a node as soon as its turn comes."""
         self._jobs[job.job_id] = job
-        await self._dispatch(job, now)
+        self._ready.append(job.job_id)
+        await self._try_next(now)
 
     async def handle(self, event: Any, now: float) -> None:
-        """A node event routed to this session by the dispatcher."""
+        """A node event routed to this session, or an attempt's report."""
         match event:
+            case AttemptDone():
+                await self._on_attempt_done(event, now)
             case NodeMessage():
                 await self._on_node_message(event, now)
             case NodeLost():
@@ -124,37 +201,87 @@ class SessionJobs:
                 await self._on_capacity_freed(event, now)
 
     async def on_timers(self, now: float) -> None:
-        for job in [j for j in self._jobs.values() if j.deadline is not None and now >= j.deadline]:
+        for job in [
+            j for j in self._jobs.values()
+            if j.deadline is not None and now >= j.deadline and j.job_id != self._trying
+        ]:
             await self._on_job_deadline(job, now)
 
-    # -- dispatch ------------------------------------------------------------------------
+    # -- attempts ------------------------------------------------------------------------
 
-    async def _dispatch(self, job: Job, now: float) -> None:
-        """One dispatch try; on failure the job waits for capacity or ends with an outcome."""
+    async def _try_next(self, now: float) -> None:
+        """Start the next ready job's attempt, unless one is in flight."""
+        while self._trying is None and self._ready:
+            job = self._jobs.get(self._ready.popleft())
+            if job is None or job.state not in (JobState.CREATED, JobState.WAITING):
+                continue
+            if self._held_back(job):
+                queued = self._dispatcher.wait_for_capacity(job.job_id, job.needs, self._inbox)
+                await self._wait(job, now, for_capacity=True, queued=queued)
+                continue
+            session = self._session
+            assert session is not None and self._nursery is not None
+            self._trying = job.job_id
+            self._nursery.start_soon(
+                self._attempt,
+                job.job_id,
+                job.attempt_id,
+                codec.encode(attrs.evolve(job.assign, attempt_id=job.attempt_id)),
+                job.needs,
+                frozenset(job.lost_nodes),
+                self._sticky_node_id,
+                session,
+            )
+
+    async def _attempt(
+        self,
+        job_id: str,
+        attempt_id: int,
+        frame: str,
+        needs: Needs,
+        exclude: frozenset[str],
+        sticky_node_id: str | None,
+        session: Binding,
+    ) -> None:
+        """Runs in a child task: one dispatch try, reported back through the inbox."""
+        outcome: AttemptOutcome
+        try:
+            outcome = await self._dispatcher.dispatch(
+                job_id=job_id,
+                attempt_id=attempt_id,
+                frame=frame,
+                needs=needs,
+                session_id=session.session_id,
+                inbox=self._inbox,
+                sticky_node_id=sticky_node_id,
+                exclude=exclude,
+                pinned_node_id=session.pinned_node_id,
+            )
+        except StoreUnavailable as exc:
+            outcome = StoreDown(str(exc))
+        except Exception as exc:
+            log.exception("dispatch attempt failed", job_id=job_id, session_id=session.session_id)
+            outcome = AttemptBroke(f"{type(exc).__name__}: {exc}")
+        # Never dropped: the session must learn of a slot this attempt holds.
+        self._inbox.put_node(AttemptDone(job_id, attempt_id, outcome), force=True)
+
+    async def _on_attempt_done(self, event: AttemptDone, now: float) -> None:
+        self._trying = None
+        job = self._jobs.get(event.job_id)
+        if job is None or job.state.terminal or job.attempt_id != event.attempt_id:
+            # The job ended while its attempt was in flight (an earlier attempt's node
+            # answered): a slot it took goes straight back.
+            if isinstance(event.outcome, Dispatched):
+                self._abandon_attempt(event.job_id, event.attempt_id, event.outcome.node_id)
+        else:
+            await self._apply_attempt(job, event.outcome, now)
+        await self._try_next(now)
+
+    async def _apply_attempt(self, job: Job, outcome: AttemptOutcome, now: float) -> None:
         session = self._session
         assert session is not None
-        frame = codec.encode(attrs.evolve(job.assign, attempt_id=job.attempt_id))
-        try:
-            if self._held_back(job):
-                outcome: Dispatched | NoNode | AllFull = AllFull()
-            else:
-                outcome = await self._dispatcher.dispatch(
-                    job_id=job.job_id,
-                    attempt_id=job.attempt_id,
-                    frame=frame,
-                    needs=job.needs,
-                    session_id=session.session_id,
-                    inbox=self._inbox,
-                    sticky_node_id=self._sticky_node_id,
-                    exclude=frozenset(job.lost_nodes),
-                    pinned_node_id=session.pinned_node_id,
-                )
-        except StoreUnavailable:
-            await self._fail(job, ErrorCode.SCHEDULER_DEPENDENCY_DOWN, "store unreachable", now)
-            return
         match outcome:
             case Dispatched(node_id=node_id):
-                self._dispatcher.stop_waiting(job.job_id, took_slot=True)
                 self._transition(job, JobEvent.DISPATCH)
                 job.node_id = node_id
                 job.nodes_tried.add(node_id)
@@ -162,56 +289,92 @@ class SessionJobs:
                 job.dispatched_at_ms = self._clock_ms()
                 job.deadline = now + self._config.timeout_ms / 1000
                 self._sticky_node_id = node_id
-                if not any(j.state is JobState.WAITING for j in self._jobs.values()):
-                    self._busy_signalled = False
+                self._alerts.all_clear()
                 await self._reporter.send(
                     UiEvent(session.trace_id, session.session_id, job.job_id,
                             job.utterance_index, "DISPATCHED")
                 )
-            case NoNode():
+                # The slot may not have been the only one: the session's next job waiting
+                # for the same nodes tries at once, and so on until one has to wait.
+                following = self._oldest_waiting(job.needs)
+                if following is not None and following.job_id not in self._ready:
+                    self._ready.appendleft(following.job_id)
+            case NoNode() if session.pinned_node_id is not None:
                 self._dispatcher.stop_waiting(job.job_id)
-                if session.pinned_node_id is not None:
-                    hint = "the paired node is not ready or cannot run this pipeline"
-                    await self._fail(job, ErrorCode.NODE_UNAVAILABLE, hint, now)
-                elif job.lost_nodes:
-                    await self._fail(
-                        job, ErrorCode.NODE_UNAVAILABLE, "no other node can take the job", now
-                    )
-                else:
-                    await self._reporter.send_error(
-                        ErrorCode.NO_AVAILABLE_NODE,
-                        f"no node serves {job.needs.describe()} right now",
-                    )
-                    await self._fail(job, None, None, now)
-            case AllFull():
-                if job.state is JobState.WAITING:
-                    self._dispatcher.keep_waiting(job.job_id)
-                    return
-                if not self._dispatcher.wait_for_capacity(job.job_id, job.needs, self._inbox):
-                    await self._fail(
-                        job, ErrorCode.NODE_OVERLOADED, "all nodes busy, queue full", now
-                    )
-                    return
-                self._transition(job, JobEvent.WAIT)
-                job.deadline = now + self._config.pending_timeout_ms / 1000
-                if not self._busy_signalled:
-                    self._busy_signalled = True
-                    await self._reporter.send(Backpressure("BUSY"))
+                hint = "the paired node is not ready or cannot run this pipeline"
+                await self._fail(job, ErrorCode.NODE_UNAVAILABLE, hint, now)
+            case NoNode(queued=queued):
+                # Nodes reconnect after a restart (the agent after 5 s): wait for one.
+                await self._wait(job, now, for_capacity=False, queued=queued)
+            case AllFull(queued=queued):
+                await self._wait(job, now, for_capacity=True, queued=queued)
+            case StoreDown(error=error):
+                self._dispatcher.stop_waiting(job.job_id)
+                log.warning("store unavailable; job failed", job_id=job.job_id, error=error)
+                await self._alert(ErrorCode.SCHEDULER_DEPENDENCY_DOWN,
+                                  "the scheduler's store is not answering; retrying with the "
+                                  "next utterance")
+                await self._fail(job, ErrorCode.SCHEDULER_DEPENDENCY_DOWN, "store unreachable",
+                                 now)
+            case AttemptBroke():
+                self._dispatcher.stop_waiting(job.job_id)
+                await self._fail(job, ErrorCode.INTERNAL_ERROR, "internal error", now)
+
+    def _abandon_attempt(self, job_id: str, attempt_id: int, node_id: str) -> None:
+        self._send_cancel(node_id, job_id, "job already ended")
+        self._dispatcher.release(job_id, attempt_id, node_id)
+        self._dispatcher.forget(job_id)
+
+    # -- waiting -------------------------------------------------------------------------
+
+    async def _wait(self, job: Job, now: float, *, for_capacity: bool, queued: bool) -> None:
+        """The job waits (``queued`` by the dispatcher) for a slot (nodes exist, all full)
+        or for a node to appear."""
+        if job.state is JobState.WAITING:
+            # A wake-up it could not use: back to sleep at its place, the wake goes on.
+            self._dispatcher.keep_waiting(job.job_id)
+            return
+        if not queued:
+            await self._give_up(job, now, reason="the waiting queue is full")
+            return
+        self._transition(job, JobEvent.WAIT)
+        wait_ms = self._config.pending_timeout_ms if for_capacity else self._config.no_node_wait_ms
+        job.deadline = now + wait_ms / 1000
+        if for_capacity and now >= self._paused_until:
+            # The web client handles only PAUSE well (BUSY can mute it for good).
+            pause_ms = self._config.backpressure_pause_ms
+            self._paused_until = now + pause_ms / 1000
+            await self._reporter.send(Backpressure("PAUSE", pause_ms))
+
+    async def _give_up(self, job: Job, now: float, *, reason: str) -> None:
+        """End a job that found no slot: overloaded when nodes exist, else no node."""
+        self._dispatcher.stop_waiting(job.job_id)
+        session = self._session
+        assert session is not None
+        candidates = self._dispatcher.snapshot.candidates(job.needs) - job.lost_nodes
+        if session.pinned_node_id is not None:
+            candidates &= {session.pinned_node_id}
+            if not candidates:
+                hint = "the paired node is not ready or cannot run this pipeline"
+                await self._fail(job, ErrorCode.NODE_UNAVAILABLE, hint, now)
+                return
+        if candidates:
+            await self._fail(job, ErrorCode.NODE_OVERLOADED, f"all nodes busy; {reason}", now)
+        elif job.lost_nodes:
+            await self._fail(job, ErrorCode.NODE_UNAVAILABLE, "no other node can take the job",
+                             now)
+        else:
+            await self._alert(ErrorCode.NO_AVAILABLE_NODE,
+                              f"no node serves {job.needs.describe()} right now")
+            await self._fail(job, None, None, now)
 
     async def _on_capacity_freed(self, event: CapacityFreed, now: float) -> None:
         job = self._jobs.get(event.job_id)
         if job is None or job.state is not JobState.WAITING:
             return
-        await self._dispatch(job, now)
-        # More room may be free than this one wake-up says (jobs that queued behind this
-        # one without trying): the session's next waiting jobs with the same needs try,
-        # in order, until one has to wait again.
-        needs = job.needs
-        while job.state is not JobState.WAITING:
-            job = self._oldest_waiting(needs)
-            if job is None:
-                return
-            await self._dispatch(job, now)
+        if job.job_id not in self._ready and job.job_id != self._trying:
+            self._ready.append(job.job_id)
+        await self._try_next(now)
 
     def _oldest_waiting(self, needs: Needs) -> Job | None:
         """The session's earliest job waiting for capacity on exactly the nodes ``needs``
@@ -229,7 +392,7 @@ class SessionJobs:
     def _held_back(self, job: Job) -> bool:
         """Keep the session's order: a new job does not take a slot before an earlier one
         waiting for the same nodes (a node buffers audio across a turn). It goes on when no
-        node serves it at all, so that is still reported at once."""
+        node serves it at all, so it waits for a node on its own account."""
         if job.state is not JobState.CREATED or job.nodes_tried:
             return False
         if self._oldest_waiting(job.needs) is None:
@@ -245,17 +408,17 @@ class SessionJobs:
 
     async def _on_job_deadline(self, job: Job, now: float) -> None:
         if job.state is JobState.WAITING:
-            self._dispatcher.stop_waiting(job.job_id)
-            await self._fail(job, ErrorCode.NODE_OVERLOADED, "all nodes busy", now)
+            await self._give_up(job, now, reason="waited too long")
             # Jobs held back behind this one never asked the store themselves: the next
             # one asks now (a slot may have come back without a release of ours, e.g. a
             # reservation expiring), or it would wait on a wake-up that never comes.
             following = self._oldest_waiting(job.needs)
-            if following is not None:
-                await self._dispatch(following, now)
+            if following is not None and following.job_id not in self._ready:
+                self._ready.append(following.job_id)
+                await self._try_next(now)
         elif job.reservation_held:
             self._cancel_on_node(job, "timeout")
-            await self._release_slot(job)
+            self._release_slot(job)
             self._transition(job, JobEvent.TIME_OUT)
             await self._finish(job, Outcome(job.utterance_index, job.job_id, "timeout",
                                             error_code=ErrorCode.JOB_TIMEOUT,
@@ -266,7 +429,7 @@ class SessionJobs:
         if job is None or not job.reservation_held or job.node_id != event.node_id:
             return
         job.lost_nodes.add(event.node_id)
-        await self._release_slot(job)
+        self._release_slot(job)
         self._transition(job, JobEvent.NODE_LOST)
         job.deadline = None
         if job.attempt_id >= self._config.max_attempts:
@@ -275,7 +438,8 @@ class SessionJobs:
         job.attempt_id += 1
         log.info("re-dispatching job after node loss", job_id=job.job_id,
                  attempt_id=job.attempt_id, lost=event.node_id)
-        await self._dispatch(job, now)
+        self._ready.append(job.job_id)
+        await self._try_next(now)
 
     # -- the node's answers --------------------------------------------------------------
 
@@ -320,7 +484,7 @@ class SessionJobs:
                 # An earlier attempt's node answered (it came back): the current attempt
                 # is moot, and its node must not go on running it in a freed slot.
                 self._cancel_on_node(job, "answered by an earlier attempt")
-            await self._release_slot(job)
+            self._release_slot(job)
         common = dict(
             utterance_index=job.utterance_index,
             job_id=job.job_id,
@@ -349,6 +513,10 @@ class SessionJobs:
 
     # -- endings -------------------------------------------------------------------------
 
+    async def _alert(self, cause: ErrorCode, message: str) -> None:
+        if self._alerts.should_alert(cause):
+            await self._reporter.send_error(cause, message)
+
     def _transition(self, job: Job, event: JobEvent) -> bool:
         """Apply a job event; an illegal one is ignored and counted, never raised."""
         if job.apply(event):
@@ -372,33 +540,33 @@ class SessionJobs:
         del self._jobs[job.job_id]
         await self._reporter.job_ended(outcome, now)
 
-    async def _release_slot(self, job: Job) -> None:
+    def _release_slot(self, job: Job) -> None:
         assert job.node_id is not None
-        try:
-            await self._dispatcher.release(job.job_id, job.attempt_id, job.node_id)
-        except StoreUnavailable:
-            log.warning("release failed; the reservation will expire", job_id=job.job_id)
+        self._dispatcher.release(job.job_id, job.attempt_id, job.node_id)
 
     def _cancel_on_node(self, job: Job, reason: str) -> None:
-        node = self._dispatcher.node(job.node_id) if job.node_id else None
+        if job.node_id is not None:
+            self._send_cancel(job.node_id, job.job_id, reason)
+
+    def _send_cancel(self, node_id: str, job_id: str, reason: str) -> None:
+        node = self._dispatcher.node(node_id)
         if node is not None:
             trace_id = self._session.trace_id if self._session else None
-            node.link.send(codec.encode(JobCancel(job.job_id, trace_id, reason)))
+            node.link.send(codec.encode(JobCancel(job_id, trace_id, reason)))
 
-    async def cleanup(self) -> None:
+    def cleanup(self, unhandled: list[Any]) -> None:
         """The session is gone: cancel its jobs on the nodes, give their slots back and
-        stop routing their answers. The bookkeeping comes first, so a stalled store cannot
-        leave a ghost job behind."""
-        held = []
+        stop routing their answers. ``unhandled`` are the inbox's events the session never
+        got to, taken after every attempt ended: a slot an attempt took is among them.
+        Nothing here waits, so a stalled store cannot leave a ghost job behind."""
+        for event in unhandled:
+            if isinstance(event, AttemptDone) and isinstance(event.outcome, Dispatched):
+                self._abandon_attempt(event.job_id, event.attempt_id, event.outcome.node_id)
         for job in list(self._jobs.values()):
             if job.reservation_held:
                 self._cancel_on_node(job, "session closed")
-                held.append((job.job_id, job.attempt_id, job.node_id))
+                self._release_slot(job)
             self._transition(job, JobEvent.CANCEL)
-            self._dispatcher.forget(job.job_id)
+            self._dispatcher.forget(job.job_id)  # also stops its wait
         self._jobs.clear()
-        for job_id, attempt_id, node_id in held:
-            try:
-                await self._dispatcher.release(job_id, attempt_id, node_id)
-            except StoreUnavailable:
-                log.warning("release failed; the reservation will expire", job_id=job_id)
+        self._ready.clear()

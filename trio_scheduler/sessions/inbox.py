@@ -48,14 +48,23 @@ class SessionInbox:
         self._gone = event
         self._arrived.set()
 
-    def put_node(self, event: Any) -> bool:
-        """From node connections and the dispatcher: never waits; False when full."""
-        if len(self._node_events) >= self._node_size:
+    def put_node(self, event: Any, *, force: bool = False) -> bool:
+        """From node connections and the dispatcher: never waits; False when full.
+
+        ``force`` is for the session's own attempts, whose reports must never be lost
+        (they may carry a slot); there is at most one at a time.
+        """
+        if len(self._node_events) >= self._node_size and not force:
             self.dropped_node_events += 1
             return False
         self._node_events.append(event)
         self._arrived.set()
         return True
+
+    def take_node_events(self) -> list[Any]:
+        """Every node event not handled yet (for the session's cleanup)."""
+        events, self._node_events = list(self._node_events), collections.deque()
+        return events
 
     async def get(self, deadline: float = math.inf) -> Any | None:
         """The next event: the client's departure, else node events, else client frames;

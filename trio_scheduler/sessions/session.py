@@ -96,16 +96,18 @@ async def run_session_socket(ws: trio_websocket.WebSocketConnection, services: S
     sessions = services.config.sessions
     inbox = SessionInbox(sessions.inbox_size, sessions.node_inbox_size, sessions.inbox_bytes)
     session = SessionTask(ws, services, inbox)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_read_client, ws, inbox, services.clock_ms)
-        try:
+    try:
+        async with trio.open_nursery() as nursery:
+            session.attach(nursery)  # its dispatch attempts run here
+            nursery.start_soon(_read_client, ws, inbox, services.clock_ms)
             await session.run(inbox)
-        finally:
             nursery.cancel_scope.cancel()
-            # Shielded so cleanup also runs on shutdown, bounded so it cannot hang it.
-            with trio.CancelScope(shield=True) as scope:
-                scope.relative_deadline = services.config.server.shutdown_grace_s
-                await session.cleanup()
+    finally:
+        # After every attempt has ended, so their reports are in the inbox. Shielded so
+        # cleanup also runs on shutdown, bounded so it cannot hang it.
+        with trio.CancelScope(shield=True) as scope:
+            scope.relative_deadline = services.config.server.shutdown_grace_s
+            await session.cleanup()
 
 
 async def _read_client(ws, inbox: SessionInbox, clock_ms) -> None:
@@ -634,12 +636,17 @@ class SessionTask:
 
     # -- the end -------------------------------------------------------------------------
 
+    def attach(self, nursery: trio.Nursery) -> None:
+        self._jobs.attach(nursery)
+
     async def cleanup(self) -> None:
         """Stop everything of the session: forget its id, cancel its jobs on the nodes and
-        free their slots. Runs shielded (and bounded) after the socket is gone."""
+        free their slots. Runs after the socket is gone and nothing else of the session
+        runs; it does not wait for anything."""
         if self._spec is not None:
             self._services.sessions.pop(self._spec.session_id, None)
-        await self._jobs.cleanup()
+        self._jobs.cleanup(self._inbox.take_node_events())
+        await trio.lowlevel.checkpoint()
 
     # -- what the jobs report (SessionJobs' JobReporter) -------------------------------
 

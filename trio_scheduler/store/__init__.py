@@ -25,7 +25,11 @@ __all__ = [
 
 @asynccontextmanager
 async def open_store(
-    redis_url: str | None, *, key_prefix: str = "ts:", socket_timeout_s: float = 5.0
+    redis_url: str | None,
+    *,
+    key_prefix: str = "ts:",
+    socket_timeout_s: float = 5.0,
+    call_timeout_s: float = 0.5,
 ) -> AsyncIterator[Store]:
     """Yield the configured store for the block's duration.
 
@@ -39,6 +43,9 @@ async def open_store(
     from trio_scheduler.store.redis import open_redis_store
 
     async with open_redis_store(
-        redis_url, key_prefix=key_prefix, socket_timeout_s=socket_timeout_s
+        redis_url,
+        key_prefix=key_prefix,
+        socket_timeout_s=socket_timeout_s,
+        call_timeout_s=call_timeout_s,
     ) as store:
         yield store

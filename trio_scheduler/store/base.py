@@ -27,7 +27,8 @@ class Reservation:
 
 
 class StoreUnavailable(Exception):
-    """The backing store cannot be reached; callers report SCHEDULER_DEPENDENCY_DOWN."""
+    """The backing store cannot be reached or did not answer within its call deadline;
+    callers report SCHEDULER_DEPENDENCY_DOWN."""
 
 
 class Store(Protocol):
@@ -42,6 +43,15 @@ class Store(Protocol):
 
     async def release(self, node_id: str, member: str) -> bool:
         """Give the slot back; True when the member held one. Releasing twice is harmless."""
+
+    def release_soon(self, node_id: str, member: str) -> None:
+        """Give the slot back without waiting for the store's answer.
+
+        What a session uses: it must never stall on a release. Calls are carried out in
+        the order they were made, after any earlier call of this store, so a reservation
+        whose caller gave up waiting is still undone after it ran. One that is lost (the
+        store is down) expires by itself.
+        """
 
     async def in_use(self, node_id: str, now_ms: int) -> int:
         """Slots of ``node_id`` held by unexpired reservations."""

@@ -36,6 +36,12 @@ class MemoryStore:
 
     async def release(self, node_id: str, member: str) -> bool:
         await trio.lowlevel.checkpoint()
+        return self._release(node_id, member)
+
+    def release_soon(self, node_id: str, member: str) -> None:
+        self._release(node_id, member)
+
+    def _release(self, node_id: str, member: str) -> bool:
         held = self._reservations.get(node_id)
         if held is None or member not in held:
             return False

@@ -23,15 +23,24 @@ Atomic steps are Lua scripts (``store/lua/*.lua``) run by SHA: their SHA-1 is co
 locally, they are loaded with SCRIPT LOAD when the store opens, and a NOSCRIPT reply (Redis
 restarted or SCRIPT FLUSH) reloads the script and retries that request once, in the same hop.
 
-A caller cancelled while its request is queued or in flight simply stops waiting; the
-command may still run. That is safe because every script is idempotent per member
-(``job_id:attempt_id``), and the bridge itself is never disturbed by a caller's cancellation.
+Deadlines
+---------
+Every awaited call has a deadline (``call_timeout_s``): a frozen Redis fails each caller
+after that long, never after the calls queued ahead of it. While a thread hop has been out
+longer than the deadline, new calls fail at once without queueing (Redis is not answering;
+there is no point in lining up behind it). A caller that gave up (deadline or cancellation)
+leaves its request behind: a read or a reservation not yet sent is dropped unsent, and a
+reservation that may still run is followed by its undo (ZREM), which runs after it because
+the bridge keeps the order of requests. ``release_soon`` queues a release without waiting
+at all. The queue is unbounded: awaited calls are bounded by their deadlines and the
+breaker, and fire-and-forget releases by the slots that exist.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -82,11 +91,16 @@ class _Request:
     ``done`` is set, which the bridge does once the thread hop has returned.
     """
 
-    __slots__ = ("command", "script", "done", "value", "error", "batch_error")
+    __slots__ = ("command", "script", "done", "value", "error", "batch_error", "droppable",
+                 "abandoned")
 
-    def __init__(self, command: tuple[Any, ...], script: _Script | None = None) -> None:
+    def __init__(
+        self, command: tuple[Any, ...], script: _Script | None = None, *, droppable: bool = False
+    ) -> None:
         self.command = command  # arguments of Pipeline.execute_command
         self.script = script  # set for EVALSHA: what to reload on NOSCRIPT
+        self.droppable = droppable  # may be skipped once its caller gave up
+        self.abandoned = False  # its caller stopped waiting (deadline or cancellation)
         self.done = trio.Event()
         self.value: Any = _PENDING
         self.error: BaseException | None = None
@@ -146,16 +160,19 @@ class RedisStore:
         *,
         key_prefix: str = "ts:",
         max_batch: int = 256,
-        queue_size: int = 4096,
+        call_timeout_s: float = 0.5,
     ) -> None:
         self._client = client
         self._keys = Keys(key_prefix)
         self._max_batch = max_batch
+        self._call_timeout_s = call_timeout_s
         self._scripts = _load_script_sources()
-        # Bounded, so a stalled Redis pushes back on callers instead of growing a backlog.
-        self._send, self._receive = trio.open_memory_channel[_Request](queue_size)
+        self._send, self._receive = trio.open_memory_channel[_Request](math.inf)
+        self._hop_started_at: float | None = None  # trio clock, while a thread hop is out
+        self._hop_ended = trio.Event()
         self.batches = 0
         self.requests = 0
+        self.dropped = 0  # requests skipped because their caller had given up
 
     # ------------------------------------------------------------------ Store methods
 
@@ -167,6 +184,8 @@ class RedisStore:
         granted, in_use = await self._call(
             ("EVALSHA", script.sha, 1, key, member, capacity, now_ms, expires_at_ms),
             script,
+            droppable=True,
+            undo=("ZREM", key, member),
         )
         return Reservation(bool(granted), int(in_use))
 
@@ -174,11 +193,14 @@ class RedisStore:
         removed = await self._call(("ZREM", self._keys.reservations(node_id), member))
         return int(removed) > 0
 
+    def release_soon(self, node_id: str, member: str) -> None:
+        self._submit(_Request(("ZREM", self._keys.reservations(node_id), member)))
+
     async def in_use(self, node_id: str, now_ms: int) -> int:
         # "(now" is an exclusive bound: an entry expiring exactly at now_ms no longer counts,
         # as in MemoryStore (expiry > now_ms) and reserve.lua (drops score <= now).
         key = self._keys.reservations(node_id)
-        return int(await self._call(("ZCOUNT", key, f"({now_ms}", "+inf")))
+        return int(await self._call(("ZCOUNT", key, f"({now_ms}", "+inf"), droppable=True))
 
     async def put_node(self, node_id: str, fields: Mapping[str, str]) -> None:
         if not fields:
@@ -194,27 +216,67 @@ class RedisStore:
         await self._call(("DEL", self._keys.node(node_id)))
 
     async def get_node(self, node_id: str) -> dict[str, str] | None:
-        fields = await self._call(("HGETALL", self._keys.node(node_id)))
+        fields = await self._call(("HGETALL", self._keys.node(node_id)), droppable=True)
         return dict(fields) if fields else None
 
     async def ping(self) -> bool:
         """True when Redis answers PING; never raises (it backs ``GET /ready``)."""
         try:
-            return bool(await self._call(("PING",)))
+            return bool(await self._call(("PING",), droppable=True))
         except (StoreUnavailable, redis.exceptions.RedisError):
             return False
 
     # ------------------------------------------------------------------ caller side
 
-    async def _call(self, command: tuple[Any, ...], script: _Script | None = None) -> Any:
-        request = _Request(command, script)
+    async def _call(
+        self,
+        command: tuple[Any, ...],
+        script: _Script | None = None,
+        *,
+        droppable: bool = False,
+        undo: tuple[Any, ...] | None = None,
+    ) -> Any:
+        """Run one command through the bridge and wait, at most ``call_timeout_s``, for
+        its reply. ``undo`` is queued if the caller gives up while the command may still
+        run (a reservation taken for nobody)."""
+        hop_started_at = self._hop_started_at
+        if hop_started_at is not None and (
+            trio.current_time() - hop_started_at > self._call_timeout_s
+        ):
+            await trio.lowlevel.checkpoint()
+            raise StoreUnavailable(
+                f"Redis has not answered for over {self._call_timeout_s:g} s"
+            )
+        request = _Request(command, script, droppable=droppable)
+        self._submit(request, raise_if_closed=True)
         try:
-            await self._send.send(request)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise StoreUnavailable("Redis store is closed") from None
-        # Cancelled here = the caller stops waiting; the bridge still runs the command.
-        await request.done.wait()
+            with trio.move_on_after(self._call_timeout_s):
+                await request.done.wait()
+        finally:
+            if not request.done.is_set():
+                # Deadline or cancellation: the bridge may still run it, or drop it.
+                request.abandoned = True
+                if undo is not None:
+                    self._submit(_Request(undo))
+        if not request.done.is_set():
+            raise StoreUnavailable(f"Redis did not answer within {self._call_timeout_s:g} s")
         return request.outcome()
+
+    async def hop_ended(self) -> None:
+        """Wait until no thread hop is out (Redis answered, or the connection failed)."""
+        if self._hop_started_at is None:
+            await trio.lowlevel.checkpoint()
+        else:
+            await self._hop_ended.wait()
+
+    def _submit(self, request: _Request, *, raise_if_closed: bool = False) -> None:
+        """Queue a request for the bridge without waiting (the queue is unbounded)."""
+        try:
+            self._send.send_nowait(request)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if raise_if_closed:
+                raise StoreUnavailable("Redis store is closed") from None
+            log.debug("store.redis.closed; request not sent", command=request.command[0])
 
     # ------------------------------------------------------------------ bridge task
 
@@ -229,9 +291,14 @@ class RedisStore:
                         batch.append(self._receive.receive_nowait())
                     except trio.WouldBlock:
                         break
+                batch = self._drop_abandoned(batch)
+                if not batch:
+                    continue
                 try:
                     # abandon_on_cancel=False: on shutdown the hop in flight finishes and its
                     # callers get their real outcome, never a thread left talking to Redis.
+                    self._hop_started_at = trio.current_time()
+                    self._hop_ended = trio.Event()
                     await trio.to_thread.run_sync(self._run_batch, batch, abandon_on_cancel=False)
                 except BaseException as exc:
                     closed = StoreUnavailable("Redis store is closing")
@@ -242,6 +309,8 @@ class RedisStore:
                         raise  # Cancelled (shutdown) or KeyboardInterrupt
                     log.exception("store.redis.bridge_error", batch_size=len(batch))
                 finally:
+                    self._hop_started_at = None
+                    self._hop_ended.set()
                     self.batches += 1
                     self.requests += len(batch)
                     for request in batch:
@@ -259,6 +328,18 @@ class RedisStore:
                 request.fail(closed, batch=True)
                 request.done.set()
             self._receive.close()
+
+    def _drop_abandoned(self, batch: list[_Request]) -> list[_Request]:
+        """Skip what nobody waits for any more and need not run (reads, reservations)."""
+        kept = []
+        for request in batch:
+            if request.abandoned and request.droppable:
+                self.dropped += 1
+                request.fail(StoreUnavailable("abandoned by its caller"), batch=True)
+                request.done.set()
+            else:
+                kept.append(request)
+        return kept
 
     # ------------------------------------------------------------------ worker thread side
 
@@ -321,6 +402,7 @@ async def open_redis_store(
     key_prefix: str = "ts:",
     client: redis.Redis | None = None,
     socket_timeout_s: float = 5.0,
+    call_timeout_s: float = 0.5,
 ) -> AsyncIterator[RedisStore]:
     """Open a :class:`RedisStore` on ``url`` and run its bridge task for the block's duration.
 
@@ -341,7 +423,7 @@ async def open_redis_store(
             socket_connect_timeout=socket_timeout_s,
         )
     try:
-        store = RedisStore(client, key_prefix=key_prefix)
+        store = RedisStore(client, key_prefix=key_prefix, call_timeout_s=call_timeout_s)
         try:
             await trio.to_thread.run_sync(store._load_scripts)
         except _UNREACHABLE as exc:
