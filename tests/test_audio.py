@@ -7,13 +7,15 @@ import base64
 import pytest
 
 from trio_scheduler.sessions.audio import (
+    opus_measure_ms,
+    utterance_measure_ms,
     decode_base64,
     opus_duration_ms,
     pcm16_duration_ms,
     plan_a_frame,
     plan_a_packet_count,
 )
-from trio_scheduler.simulate.frames import opus_chunk_payload
+from trio_scheduler.simulate.frames import opus_chunk_payload, silent_chunk_payload
 
 
 def packets(sizes: list[int]) -> bytes:
@@ -47,6 +49,30 @@ def test_plan_a_exact(sizes, count, duration):
 def test_plan_a_frame_is_little_endian():
     assert plan_a_frame([b"\xaa" * 0x0102])[:2] == b"\x02\x01"
     assert plan_a_frame([b"x", b"yz"]) == b"\x01\x00x\x02\x00yz"
+
+
+@pytest.mark.parametrize(
+    ("sizes", "voiced_ms"),
+    [
+        pytest.param([8] * 13, 0, id="the-web-clients-silence"),
+        pytest.param([14, 78, 33] + [8] * 10, 60, id="speech-then-silence"),
+        pytest.param([10, 11], 20, id="threshold"),
+    ],
+)
+def test_packets_above_the_silent_size_are_voiced(sizes, voiced_ms):
+    assert opus_measure_ms(packets(sizes)) == (20 * len(sizes), voiced_ms)
+    assert opus_measure_ms(packets(sizes), silent_max_bytes=100) == (20 * len(sizes), 0)
+
+
+def test_the_silent_chunk_helper_is_the_web_clients():
+    data = base64.b64decode(silent_chunk_payload())
+    assert len(data) == 130 and opus_measure_ms(data) == (260, 0)
+
+
+def test_unframed_audio_counts_as_voiced():
+    assert opus_measure_ms(b"\x00" * 600) == (200, 200)
+    assert utterance_measure_ms(b"\x00" * 3200, "pcm16", 16000) == (100, 100)
+    assert utterance_measure_ms(b"abc", "mp3", 16000) is None
 
 
 def test_web_client_payload_is_exact():

@@ -12,15 +12,9 @@ import trio
 
 from conftest import RunningServer, make_config
 from redis_server import start_redis_server
-from test_round_trip import wait_for_node_status
+from real_peers import make_ready, outcome_frames
 from trio_scheduler.server import serve
-from trio_scheduler.simulate.frames import (
-    audio_chunk_frame,
-    heartbeat_frame,
-    one_way_init,
-    register_frame,
-    result_frame,
-)
+from trio_scheduler.simulate.frames import audio_chunk_frame, one_way_init, result_frame
 from trio_scheduler.simulate.peer import connect
 
 CALL_TIMEOUT_MS = 300
@@ -38,25 +32,6 @@ def own_redis(tmp_path):
         server.stop()
 
 
-async def make_ready(node, server) -> str:
-    with trio.fail_after(10):
-        await node.send(register_frame())
-        node_id = (await node.recv_type("node_register_ack"))["node_id"]
-        await node.send(heartbeat_frame(node_id))
-        await wait_for_node_status(server, node_id, "ready")
-    return node_id
-
-
-async def outcome_frames(client, timeout_s: float) -> list[dict]:
-    """Frames up to and including the next utterance outcome."""
-    frames = []
-    with trio.fail_after(timeout_s):
-        while True:
-            frames.append(frame := await client.recv())
-            if frame["type"] in ("translation_result", "missing_result"):
-                return frames
-
-
 async def test_frozen_redis_costs_one_alert_and_no_stall(nursery, own_redis):
     config = make_config(
         store={"redis_url": own_redis.url, "call_timeout_ms": CALL_TIMEOUT_MS}
@@ -64,7 +39,7 @@ async def test_frozen_redis_costs_one_alert_and_no_stall(nursery, own_redis):
 
     server = RunningServer(await nursery.start(serve, config))
     async with connect(server.node_url) as node, connect(server.session_url) as client:
-        node_id = await make_ready(node, server)
+        node_id = await make_ready(node, server.scheduler)
         await client.send(one_way_init("zh", "en"))
         session_id = (await client.recv_type("session_init_ack"))["session_id"]
 

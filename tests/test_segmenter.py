@@ -537,3 +537,47 @@ def test_a_burst_long_after_a_max_duration_cut_is_noise_again():
     assert seg.discarded_short == 1
     nxt = seg.add_chunk(11.0, audio(20), True)
     assert nxt is not None and nxt.utterance_index == 1 and nxt.turn_id != first.turn_id
+
+
+# -- silence ---------------------------------------------------------------------------------
+
+
+def test_the_web_clients_silent_utterance_is_dropped_without_using_an_index():
+    seg, _ = make(SegmenterSettings(min_utterance_ms=200, min_voiced_ms=100))
+    silent = audio(13, packet_bytes=8)  # 130 bytes, 260 ms: long enough, but silent
+    assert len(silent) == 13 * (2 + 8)
+    for burst in range(6):
+        assert seg.add_chunk(burst * 0.256, silent, False) is None
+        assert seg.add_chunk(burst * 0.256, b"", True) is None
+    assert (seg.discarded_silent, seg.discarded_short) == (6, 0)
+    assert seg.next_index == 0
+    segment = seg.add_chunk(2.0, CHUNK, True)
+    assert segment is not None and segment.utterance_index == 0
+
+
+@pytest.mark.parametrize(("voiced_packets", "kept"), [(4, False), (5, True)])
+def test_an_utterance_needs_min_voiced_ms_of_voiced_packets(voiced_packets, kept):
+    seg, _ = make(SegmenterSettings(min_voiced_ms=100))
+    seg.add_chunk(0.0, audio(20, packet_bytes=8), False)  # 400 ms of silence
+    segment = seg.add_chunk(0.1, audio(voiced_packets, packet_bytes=11), True)
+    assert (segment is not None) is kept
+    if kept:
+        # Silence inside an utterance stays: the node hears what the browser sent.
+        assert segment.duration_ms == 400 + voiced_packets * 20
+        assert segment.audio == audio(20, packet_bytes=8) + audio(voiced_packets, 11)
+
+
+def test_audio_that_is_not_plan_a_counts_as_voiced():
+    seg, _ = make(SegmenterSettings(min_voiced_ms=100))
+    unframed = b"\x00" * 600  # not Plan A: the byte estimate, 200 ms, cannot be judged
+    segment = seg.add_chunk(0.0, unframed, True)
+    assert segment is not None and segment.duration_ms == 200
+
+
+def test_a_silent_tail_still_ends_a_max_duration_turn():
+    seg, _ = make(SegmenterSettings(min_utterance_ms=200, min_voiced_ms=100))
+    first = seg.add_chunk(0.0, audio(500), False)
+    assert first is not None and first.reason is R.MAX_DURATION
+    last = seg.add_chunk(0.3, audio(13, packet_bytes=8), True)
+    assert last is not None and last.turn_id == first.turn_id
+    assert seg.discarded_silent == 0

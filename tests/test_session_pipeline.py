@@ -25,6 +25,7 @@ from trio_scheduler.simulate.frames import (
     opus_chunk_payload,
     register_frame,
     result_frame,
+    silent_chunk_payload,
 )
 
 # -- pure parts ---------------------------------------------------------------------------
@@ -120,11 +121,13 @@ def test_rate_limiter_refuses_tells_once_per_second_then_closes():
 
 
 async def test_silence_burst_makes_no_job_and_no_error(nursery, autojump_clock):
+    """The web client's bursts after a pause: one 130-byte chunk of 13 silent 8-byte Opus
+    packets (260 ms, above min_utterance_ms) plus is_final, every 256 ms."""
     h = await MemoryHarness.start(nursery)
     node, node_id = await h.ready_node()
     client = h.session()
     session_id = await h.session_id_for(client, one_way_init("zh", "en"))
-    tiny = base64.b64encode(plan_a_frame([b"\x01" * 63, b"\x02" * 63])).decode()  # 130 bytes
+    tiny = silent_chunk_payload()
     assert len(base64.b64decode(tiny)) == 130
     for seq in range(6):
         await client.send(audio_chunk_frame(session_id, 2 * seq, payload=tiny))
@@ -135,7 +138,7 @@ async def test_silence_burst_makes_no_job_and_no_error(nursery, autojump_clock):
     assert (await client.recv())["type"] == "server_heartbeat"  # nothing came before it
     assert h.scheduler.dispatcher.counters["jobs_dispatched"] == 0
     session = h.scheduler.sessions.sessions[session_id]
-    assert session._segmenter.discarded_short == 6
+    assert session._segmenter.discarded_silent == 6
     # A real utterance afterwards still gets index 0.
     await client.send(audio_chunk_frame(session_id, 100, is_final=True))
     assert (await node.recv_type("job_assign"))["utterance_index"] == 0
@@ -280,6 +283,21 @@ async def test_utterance_gap_times_out_and_duplicates_are_idempotent(nursery, au
     await client.send(utterance(session_id, 2))
     assert (await node.recv_type("job_assign"))["utterance_index"] == 2
     assert h.scheduler.dispatcher.counters["jobs_dispatched"] == 2
+
+
+async def test_silent_opus_utterance_is_reported_as_silence(nursery, autojump_clock):
+    h = await MemoryHarness.start(nursery)
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    opus = {"audio_format": "opus", "sample_rate": 16000}
+    await client.send({**utterance(session_id, 0), **opus, "audio": silent_chunk_payload(50)})
+    await client.send({**utterance(session_id, 1), **opus, "audio": opus_chunk_payload()})
+    missing = await client.recv_type("missing_result")
+    assert (missing["utterance_index"], missing["reason"]) == (0, "silence_detected")
+    job = await node.recv_type("job_assign")
+    assert job["utterance_index"] == 1
+    assert h.scheduler.dispatcher.counters["jobs_dispatched"] == 1
 
 
 async def test_too_short_utterance_is_reported_as_silence(nursery, autojump_clock):

@@ -100,6 +100,8 @@ class SegmentationConfig:
     hangover_auto_ms: int = attrs.field(default=150, validator=_non_negative)
     hangover_manual_ms: int = attrs.field(default=200, validator=_non_negative)
     min_utterance_ms: int = attrs.field(default=200, validator=_non_negative)
+    min_voiced_ms: int = attrs.field(default=100, validator=_non_negative)
+    silent_packet_max_bytes: int = attrs.field(default=10, validator=_non_negative)
     max_playback_suspend_ms: int = attrs.field(default=30000, validator=_non_negative)
 
 

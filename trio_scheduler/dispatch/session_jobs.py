@@ -270,9 +270,8 @@ class SessionJobs:
         job = self._jobs.get(event.job_id)
         if job is None or job.state.terminal or job.attempt_id != event.attempt_id:
             # The job ended while its attempt was in flight (an earlier attempt's node
-            # answered): a slot it took goes straight back.
-            if isinstance(event.outcome, Dispatched):
-                self._abandon_attempt(event.job_id, event.attempt_id, event.outcome.node_id)
+            # answered): a slot it took goes straight back, a wait it began ends.
+            self._abandon_attempt(event)
         else:
             await self._apply_attempt(job, event.outcome, now)
         await self._try_next(now)
@@ -320,10 +319,15 @@ class SessionJobs:
                 self._dispatcher.stop_waiting(job.job_id)
                 await self._fail(job, ErrorCode.INTERNAL_ERROR, "internal error", now)
 
-    def _abandon_attempt(self, job_id: str, attempt_id: int, node_id: str) -> None:
-        self._send_cancel(node_id, job_id, "job already ended")
-        self._dispatcher.release(job_id, attempt_id, node_id)
-        self._dispatcher.forget(job_id)
+    def _abandon_attempt(self, event: AttemptDone) -> None:
+        """Undo what an attempt did for a job that no longer wants it."""
+        match event.outcome:
+            case Dispatched(node_id=node_id):
+                self._send_cancel(node_id, event.job_id, "job already ended")
+                self._dispatcher.release(event.job_id, event.attempt_id, node_id)
+                self._dispatcher.forget(event.job_id)
+            case NoNode() | AllFull():
+                self._dispatcher.stop_waiting(event.job_id)
 
     # -- waiting -------------------------------------------------------------------------
 
@@ -560,8 +564,8 @@ class SessionJobs:
         got to, taken after every attempt ended: a slot an attempt took is among them.
         Nothing here waits, so a stalled store cannot leave a ghost job behind."""
         for event in unhandled:
-            if isinstance(event, AttemptDone) and isinstance(event.outcome, Dispatched):
-                self._abandon_attempt(event.job_id, event.attempt_id, event.outcome.node_id)
+            if isinstance(event, AttemptDone):
+                self._abandon_attempt(event)
         for job in list(self._jobs.values()):
             if job.reservation_held:
                 self._cancel_on_node(job, "session closed")

@@ -3,6 +3,13 @@
 The web client sends Opus in "Plan A" framing: repeated ``[u16 little-endian length]
 [opus packet]``, one 20 ms packet each. Counting packets gives the exact duration; only a
 payload that does not parse as Plan A falls back to the byte estimate (20 ms per 60 bytes).
+
+Packets also tell speech from silence by their size. Opus at the web client's settings
+codes 20 ms of silence in 8 bytes, and 20 ms of speech in ~14-78 bytes (measured on the
+real client: its silent chunks are 13 packets of exactly 8 bytes, its speech chunks
+211-1039 bytes for 13 packets). A packet of at most ``silent_packet_max_bytes`` (10, a
+margin on both sides) counts as silent. Audio that does not parse as Plan A cannot be
+judged and counts as voiced.
 """
 
 from __future__ import annotations
@@ -15,9 +22,15 @@ OPUS_ESTIMATE_BYTES_PER_PACKET = 60
 PCM16_BYTES_PER_MS = 32  # 16 kHz mono 16-bit
 
 
-def plan_a_packet_count(data: bytes) -> int | None:
-    """Number of packets if ``data`` is exactly a sequence of Plan A frames, else None."""
-    count = 0
+SILENT_PACKET_MAX_BYTES = 10
+
+
+def plan_a_packet_counts(
+    data: bytes, silent_max_bytes: int = SILENT_PACKET_MAX_BYTES
+) -> tuple[int, int] | None:
+    """(packets, voiced packets) if ``data`` is exactly a sequence of Plan A frames, else
+    None. A packet longer than ``silent_max_bytes`` is voiced."""
+    count = voiced = 0
     offset = 0
     size = len(data)
     while offset < size:
@@ -28,32 +41,54 @@ def plan_a_packet_count(data: bytes) -> int | None:
             return None
         offset += 2 + length
         count += 1
-    return count if offset == size else None
+        voiced += length > silent_max_bytes
+    return (count, voiced) if offset == size else None
+
+
+def plan_a_packet_count(data: bytes) -> int | None:
+    """Number of packets if ``data`` is exactly a sequence of Plan A frames, else None."""
+    counts = plan_a_packet_counts(data)
+    return None if counts is None else counts[0]
+
+
+def opus_measure_ms(
+    data: bytes, silent_max_bytes: int = SILENT_PACKET_MAX_BYTES
+) -> tuple[int, int]:
+    """(duration, voiced duration) of one Plan A payload: exact when it parses; otherwise
+    the byte estimate, all of it counted as voiced (unframed audio cannot be judged)."""
+    if not data:
+        return 0, 0
+    counts = plan_a_packet_counts(data, silent_max_bytes)
+    if counts is None:
+        estimate = len(data) * OPUS_PACKET_MS // OPUS_ESTIMATE_BYTES_PER_PACKET
+        return estimate, estimate
+    packets, voiced = counts
+    return packets * OPUS_PACKET_MS, voiced * OPUS_PACKET_MS
 
 
 def opus_duration_ms(data: bytes) -> int:
     """Duration of one Plan A payload: exact when it parses, estimated otherwise."""
-    if not data:
-        return 0
-    packets = plan_a_packet_count(data)
-    if packets is None:
-        return len(data) * OPUS_PACKET_MS // OPUS_ESTIMATE_BYTES_PER_PACKET
-    return packets * OPUS_PACKET_MS
+    return opus_measure_ms(data)[0]
 
 
 def pcm16_duration_ms(data: bytes, sample_rate: int = 16000) -> int:
     return len(data) * 1000 // (2 * sample_rate) if sample_rate > 0 else 0
 
 
-def utterance_duration_ms(data: bytes, audio_format: str, sample_rate: int) -> int | None:
-    """Duration of a whole utterance in a format we can measure; None when we cannot."""
+def utterance_measure_ms(
+    data: bytes, audio_format: str, sample_rate: int,
+    silent_max_bytes: int = SILENT_PACKET_MAX_BYTES,
+) -> tuple[int, int] | None:
+    """(duration, voiced duration) of a whole utterance in a format we can measure; None
+    when we cannot. PCM is not judged for silence: all of it counts as voiced."""
     if not data:
-        return 0
+        return 0, 0
     match audio_format.lower():
         case "pcm16":
-            return pcm16_duration_ms(data, sample_rate)
+            duration = pcm16_duration_ms(data, sample_rate)
+            return duration, duration
         case "opus":
-            return opus_duration_ms(data)
+            return opus_measure_ms(data, silent_max_bytes)
     return None
 
 

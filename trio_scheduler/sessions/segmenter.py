@@ -12,8 +12,10 @@ Finalize reasons, highest precedence first (PROTOCOL §2.3):
 * ``SESSION_CLOSE`` what is buffered when the client closes      padding ``padding_auto_ms``
 
 A finalize of an empty buffer produces nothing and does not advance the index; neither
-does one shorter than ``min_utterance_ms`` (the web client's burst of tiny silent
-utterances after a pause).
+does one shorter than ``min_utterance_ms``, nor one with less than ``min_voiced_ms`` of
+voiced packets (the web client's bursts of one-chunk silent utterances after a pause: a
+node would be given nothing to hear). Silence inside an utterance is kept as it came: the
+node hears exactly what the browser sent.
 
 After a cut, the utterance is held for its *hangover* (:class:`HangoverQueue`) before it
 is dispatched; chunks arriving meanwhile already belong to the next utterance.
@@ -27,7 +29,7 @@ from collections.abc import Callable
 
 import attrs
 
-from trio_scheduler.sessions.audio import opus_duration_ms
+from trio_scheduler.sessions.audio import SILENT_PACKET_MAX_BYTES, opus_measure_ms
 
 
 class FinalizeReason(enum.StrEnum):
@@ -46,6 +48,8 @@ class SegmenterSettings:
     padding_auto_ms: int = 220
     padding_manual_ms: int = 280
     min_utterance_ms: int = 0
+    min_voiced_ms: int = 0
+    silent_packet_max_bytes: int = SILENT_PACKET_MAX_BYTES
 
     def padding_for(self, reason: FinalizeReason) -> int:
         if reason is FinalizeReason.MAX_LENGTH:
@@ -87,6 +91,7 @@ class Segmenter:
         self._new_turn_id = new_turn_id
         self._buffer = bytearray()
         self._duration_ms = 0
+        self._voiced_ms = 0
         self._next_index = 0
         self._turn_id: str | None = None
         self._first_client_ts_ms: float | None = None
@@ -95,7 +100,8 @@ class Segmenter:
         self._turn_cut_at: float | None = None  # last MaxDuration cut of the open turn
         self._last_audio_at: float | None = None
         self._pause_suspended_until: float | None = None
-        self.discarded_short = 0
+        self.discarded_short = 0  # utterances too short to hold speech
+        self.discarded_silent = 0  # long enough, but without enough voiced audio
 
     @property
     def next_index(self) -> int:
@@ -124,7 +130,11 @@ class Segmenter:
                 self._first_client_ts_ms = client_ts_ms
                 self._first_received_at_ms = received_at_ms
             self._buffer += payload
-            self._duration_ms += opus_duration_ms(payload)
+            duration_ms, voiced_ms = opus_measure_ms(
+                payload, self._settings.silent_packet_max_bytes
+            )
+            self._duration_ms += duration_ms
+            self._voiced_ms += voiced_ms
             self._last_audio_at = now
         if len(self._buffer) > self._settings.max_buffer_bytes:
             return self._finalize(now, FinalizeReason.MAX_LENGTH)
@@ -179,13 +189,13 @@ class Segmenter:
             and self._started_at is not None
             and self._started_at - self._turn_cut_at <= self._settings.pause_ms / 1000
         )
-        if (
-            self._buffer
-            and self._duration_ms < self._settings.min_utterance_ms
-            and not continues_turn
-        ):
-            self.discarded_short += 1
-            self._clear_buffer()
+        if self._buffer and not continues_turn:
+            if self._duration_ms < self._settings.min_utterance_ms:
+                self.discarded_short += 1
+                self._clear_buffer()
+            elif self._voiced_ms < self._settings.min_voiced_ms:
+                self.discarded_silent += 1
+                self._clear_buffer()
         if not self._buffer:
             # Nothing to cut, but a manual cut, pause or close still ends an open turn.
             if reason is not FinalizeReason.MAX_DURATION:
@@ -223,6 +233,7 @@ class Segmenter:
     def _clear_buffer(self) -> None:
         self._buffer.clear()
         self._duration_ms = 0
+        self._voiced_ms = 0
         self._first_client_ts_ms = None
         self._first_received_at_ms = None
         self._started_at = None

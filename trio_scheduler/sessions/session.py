@@ -43,7 +43,7 @@ from trio_scheduler.protocol.messages import (
     TtsStarted,
     Utterance,
 )
-from trio_scheduler.sessions.audio import decode_base64, utterance_duration_ms
+from trio_scheduler.sessions.audio import decode_base64, utterance_measure_ms
 from trio_scheduler.sessions.ordering import Deliver, OrderedResults, Release
 from trio_scheduler.sessions.outcomes import Outcome, gap_frame, outcome_frames
 from trio_scheduler.sessions.groups import GroupTracker
@@ -148,6 +148,8 @@ class SessionTask:
                 padding_auto_ms=seg.padding_auto_ms,
                 padding_manual_ms=seg.padding_manual_ms,
                 min_utterance_ms=seg.min_utterance_ms,
+                min_voiced_ms=seg.min_voiced_ms,
+                silent_packet_max_bytes=seg.silent_packet_max_bytes,
             ),
             new_turn_id=lambda: f"{self.session_id}-turn-{next(turns)}",
         )
@@ -459,10 +461,15 @@ class SessionTask:
         now: float,
     ) -> None:
         index = message.utterance_index
-        duration_ms = utterance_duration_ms(audio, message.audio_format, message.sample_rate)
-        if duration_ms is not None and duration_ms < self._config.segmentation.min_utterance_ms:
-            # Too short to hold speech (as on the audio_chunk path), but the client
-            # numbered it: its index is reported as silence so delivery moves on.
+        seg = self._config.segmentation
+        measured = utterance_measure_ms(
+            audio, message.audio_format, message.sample_rate, seg.silent_packet_max_bytes
+        )
+        if measured is not None and (
+            measured[0] < seg.min_utterance_ms or measured[1] < seg.min_voiced_ms
+        ):
+            # Too short or too silent to hold speech (as on the audio_chunk path), but the
+            # client numbered it: its index is reported as silence so delivery moves on.
             self.discarded_short_utterances += 1
             await self._release(self._ordered.put(index, Outcome(index, None, "silence"), now))
             return

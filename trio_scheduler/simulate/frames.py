@@ -139,6 +139,11 @@ def opus_chunk_payload(packets: int = 13, packet_bytes: int = 60, fill: int = 0x
     return base64.b64encode(data).decode("ascii")
 
 
+def silent_chunk_payload(packets: int = 13) -> str:
+    """Base64 of the web client's silent chunk: Opus packets of 8 bytes (20 ms each)."""
+    return opus_chunk_payload(packets=packets, packet_bytes=8, fill=0xF8)
+
+
 def audio_chunk_frame(
     session_id: str, seq: int, *, is_final: bool = False, payload: str | None = None,
     client_timestamp_ms: int | None = None,
