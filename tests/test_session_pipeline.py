@@ -13,7 +13,6 @@ import trio.testing
 import trio_websocket
 
 from harness import MemoryHarness
-from trio_scheduler.sessions.audio import plan_a_frame
 from trio_scheduler.sessions.groups import GroupPart, GroupTracker
 from trio_scheduler.sessions.limits import RateLimiter, Verdict
 from trio_scheduler.sessions.segmenter import FinalizeReason, HangoverQueue, Segment
