@@ -30,6 +30,7 @@ from trio_scheduler.dispatch.dispatcher import (
 )
 from trio_scheduler.dispatch.jobs import Job, JobEvent, JobState
 from trio_scheduler.management.needs import Needs
+from trio_scheduler.metrics.jobs import JobTally
 from trio_scheduler.protocol import codec
 from trio_scheduler.protocol.errors import ErrorCode, map_node_error_code
 from trio_scheduler.protocol.messages import (
@@ -81,7 +82,9 @@ class SessionJobs:
         inbox: Inbox,
         reporter: JobReporter,
         clock_ms: Callable[[], int],
+        metrics: JobTally | None = None,
     ) -> None:
+        self._metrics = metrics or JobTally()
         self._dispatcher = dispatcher
         self._config = config
         self._inbox = inbox
@@ -111,6 +114,7 @@ class SessionJobs:
     async def start(self, job: Job, now: float) -> None:
         """Take a new job and try to hand it to a node."""
         self._jobs[job.job_id] = job
+        self._metrics.job_started()
         await self._dispatch(job, now)
 
     async def handle(self, event: Any, now: float) -> None:
@@ -161,6 +165,7 @@ class SessionJobs:
                 job.dispatched_at = now
                 job.dispatched_at_ms = self._clock_ms()
                 job.deadline = now + self._config.timeout_ms / 1000
+                self._metrics.job_dispatched(job, now)
                 self._sticky_node_id = node_id
                 if not any(j.state is JobState.WAITING for j in self._jobs.values()):
                     self._busy_signalled = False
@@ -367,6 +372,7 @@ class SessionJobs:
         )
 
     async def _finish(self, job: Job, outcome: Outcome, now: float) -> None:
+        self._metrics.job_finished(self._session.session_id if self._session else "-", job, outcome)
         job.deadline = None
         self._dispatcher.forget(job.job_id)
         del self._jobs[job.job_id]
@@ -395,6 +401,7 @@ class SessionJobs:
                 self._cancel_on_node(job, "session closed")
                 held.append((job.job_id, job.attempt_id, job.node_id))
             self._transition(job, JobEvent.CANCEL)
+            self._metrics.job_cancelled()
             self._dispatcher.forget(job.job_id)
         self._jobs.clear()
         for job_id, attempt_id, node_id in held:
