@@ -24,6 +24,7 @@ log = structlog.get_logger(__name__)
 async def drain(scheduler: Scheduler) -> bool:
     """Stop taking sessions and wait for the work in flight; False if the grace ran out."""
     scheduler.accepting = False
+    scheduler.draining.set()
     grace_s = scheduler.config.server.drain_grace_s
     tally = scheduler.sessions.metrics
     dispatcher = scheduler.dispatcher

@@ -68,6 +68,7 @@ class Scheduler:
     loop_lag: LoopLagProbe
     port: int | None = None
     accepting: bool = True  # False once draining or stopping: no new sessions, not ready
+    draining: trio.Event = attrs.Factory(trio.Event)  # set when a drain starts
     recorder: TraceRecorder | None = None
     front_door: FrontDoor | None = None  # once serving on a port
     upgrade_gate: UpgradeGate = attrs.field(init=False)
