@@ -20,7 +20,6 @@ from trio_scheduler.simulate.frames import (
     audio_chunk_frame,
     heartbeat_frame,
     one_way_init,
-    register_frame,
     result_frame,
 )
 from trio_scheduler.simulate.peer import connect
