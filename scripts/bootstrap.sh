@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make this checkout runnable: a virtualenv with the package and its test tools, and
-# (with --with-redis) a redis-server binary for the integration tests, or (with
-# --with-bench) the benchmark's plotting and progress-bar libraries.
+# (with --with-redis, for `make test`) a redis-server binary for the integration tests and
+# Debian's chromium for the dashboard test, or (with --with-bench) the benchmark's
+# plotting and progress-bar libraries.
 # Idempotent and quick when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,11 +26,20 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-if [ "${1:-}" = "--with-redis" ] && ! command -v redis-server >/dev/null 2>&1; then
-  echo "bootstrap: installing redis-server (integration tests start their own)" >&2
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-  else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+apt_install() {  # apt-get install as root, or through sudo
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if [ "${1:-}" = "--with-redis" ]; then
+  if ! command -v redis-server >/dev/null 2>&1; then
+    echo "bootstrap: installing redis-server (integration tests start their own)" >&2
+    apt_install redis-server
+  fi
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "bootstrap: installing chromium (the dashboard test drives it headless)" >&2
+    apt_install chromium || echo "bootstrap: chromium not installed; its test will be skipped" >&2
   fi
 fi

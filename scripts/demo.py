@@ -1,16 +1,20 @@
 """Everything in one process: a scheduler, two simulated GPU nodes, one simulated browser.
 
     python scripts/demo.py [--port 0] [--utterances 3] [--log-level warning]
+                           [--dashboard-screenshot docs/dashboard.png]
 
 Starts ``trio_scheduler.server.serve`` on 127.0.0.1 (``--port 0``: a free port), two
 FakeNodes (zh/en/ja, capacity 2, service times 0.3 s and 0.5 s) and one FakeClient
 (two_way_auto zh/en), prints every event, then one row per round trip, stops everything
-and exits 0 (1 if some utterance got no translation_result).
+and exits 0 (1 if some utterance got no translation_result). With
+``--dashboard-screenshot``, Debian's headless chromium (driven by playwright, from the
+test tools) photographs ``/dashboard`` while the browser session runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 
 import trio
@@ -32,7 +36,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chunks", type=int, default=4, help="256 ms chunks per utterance")
     parser.add_argument("--log-level", default="warning",
                         choices=("debug", "info", "warning", "error"), help="server log level")
+    parser.add_argument("--dashboard-screenshot", metavar="PNG",
+                        help="save a screenshot of /dashboard taken during the run")
     return parser
+
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def screenshot_dashboard(url: str, path: str) -> None:
+    """Once the page shows end-to-end latencies, let its chart fill a little and shoot."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"),
+                                             args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 760})
+            page.goto(url)
+            page.wait_for_function(
+                "document.getElementById('e2e').textContent.trim().startsWith('–') === false",
+                timeout=30_000,
+            )
+            page.wait_for_timeout(4000)
+            page.screenshot(path=path, full_page=True)
+        finally:
+            browser.close()
 
 
 class Clock:
@@ -111,7 +142,12 @@ async def demo(args: argparse.Namespace) -> int:
                 on_event=lambda kind, frame: clock.line(
                     "client", describe_client_event(kind, frame)),
             )
-            summary = await client.run()
+            async with trio.open_nursery() as camera:
+                if args.dashboard_screenshot:
+                    url = f"http://127.0.0.1:{scheduler.port}/dashboard"
+                    camera.start_soon(trio.to_thread.run_sync, screenshot_dashboard, url,
+                                      args.dashboard_screenshot)
+                summary = await client.run()
             peers.cancel_scope.cancel()  # the nodes disconnect
 
         # Stop the scheduler only once it has let the nodes go: cancelling serve() while a

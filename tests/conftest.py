@@ -65,6 +65,16 @@ class RunningServer:
     def node_url(self) -> str:
         return f"ws://{self.host}:{self.port}/ws/node"
 
+    async def ready_node(self, node) -> str:
+        """Register ``node`` (a zh/en agent) and wait until it serves zh:en; its id."""
+        from trio_scheduler.simulate.frames import heartbeat_frame, register_frame
+
+        await node.send(register_frame())
+        node_id = (await node.recv())["node_id"]
+        await node.send(heartbeat_frame(node_id))
+        await self.scheduler.publisher.wait_until(lambda s: "zh:en" in s.pools)
+        return node_id
+
 
 def make_config(**sections) -> Config:
     base = with_overrides(Config(), server={"host": "127.0.0.1", "port": 0})

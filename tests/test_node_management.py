@@ -11,6 +11,7 @@ import trio_websocket
 
 from harness import STATE_CHANGE_BOUND_S, MemoryHarness
 from http_client import http_request
+from trio_scheduler.http.admin import node_rows
 from trio_scheduler.management.needs import Needs
 from trio_scheduler.simulate.frames import (
     audio_chunk_frame,
@@ -172,7 +173,7 @@ async def test_reported_running_jobs_never_trusted(nursery):
     await client.send(audio_chunk_frame(session_id, 0, is_final=True))
     job = await node.recv_type("job_assign")  # our own reservations say it is free
     assert job["utterance_index"] == 0
-    rows = await h.scheduler._node_rows()
+    rows = await node_rows(h.scheduler.manager, h.scheduler.dispatcher)
     assert rows[0]["reported_running_jobs"] == 50 and rows[0]["reserved_jobs"] == 1
 
 

@@ -8,7 +8,7 @@ import trio
 import trio_websocket
 
 from conftest import RunningServer, make_config
-from http_client import http_request
+from http_client import http_exchange, http_request
 from trio_scheduler.server import serve
 from trio_scheduler.simulate.frames import heartbeat_frame, one_way_init, register_frame
 from trio_scheduler.simulate.peer import connect
@@ -24,6 +24,28 @@ async def test_health_ready_and_unknown_paths(start_server):
     assert await http_get(server.port, "/ready") == (200, {"status": "ready"})
     assert (await http_get(server.port, "/nope"))[0] == 404
     assert (await http_get(server.port, "/health", "POST"))[0] == 405
+
+
+async def test_head_works_wherever_get_does(start_server):
+    """Load balancers probe with HEAD: the same status and head as GET, no body."""
+    server = await start_server()
+    for path in ("/health", "/ready", "/metrics", "/stats", "/dashboard", "/nope"):
+        got = await http_exchange(server.port, "GET", path)
+        head = await http_exchange(server.port, "HEAD", path)
+        assert head.status == got.status, path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+        assert head.body == b"" and int(head.headers["content-length"]) > 0, path
+
+
+async def test_plain_get_to_a_websocket_path_is_426(start_server):
+    server = await start_server()
+    for path in ("/ws/session", "/ws/node"):
+        reply = await http_exchange(server.port, "GET", path)
+        assert reply.status == 426 and reply.headers["upgrade"] == "websocket"
+    # The sockets themselves still work.
+    async with connect(server.session_url) as client:
+        await client.send(one_way_init("zh", "en"))
+        assert (await client.recv())["type"] == "session_init_ack"
 
 
 async def test_request_head_larger_than_the_limit_gets_400(start_server):

@@ -13,7 +13,8 @@ import trio
 from trio_scheduler import __version__
 from trio_scheduler.config import Config, ConfigError, load_config, with_overrides
 from trio_scheduler.logs import configure_logging
-from trio_scheduler.server import serve
+from trio_scheduler.drain import drain
+from trio_scheduler.server import Scheduler, serve
 
 log = structlog.get_logger(__name__)
 
@@ -63,15 +64,33 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise ConfigError(str(exc)) from None
 
 
-async def run_until_signalled(config: Config) -> None:
-    """Serve until SIGINT or SIGTERM, then stop gracefully."""
+async def run_until_signalled(
+    config: Config, *, task_status: trio.TaskStatus[Scheduler] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve until a signal. SIGTERM drains first (see :mod:`trio_scheduler.drain`), as
+    an orchestrator expects; SIGINT, or a second signal during the drain, stops at once.
+    Either way every socket is closed with 1001 and the call returns (exit code 0)."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve, config)
+            scheduler = await nursery.start(serve, config)
+            task_status.started(scheduler)
+            draining = False
             async for signum in signals:
-                log.info("stopping", signal=signal.Signals(signum).name)
+                name = signal.Signals(signum).name
+                if signum == signal.SIGTERM and not draining:
+                    log.info("draining before stopping", signal=name)
+                    draining = True
+                    nursery.start_soon(_drain_then_stop, scheduler, nursery.cancel_scope)
+                    continue
+                log.info("stopping", signal=name)
                 nursery.cancel_scope.cancel()
                 break
+
+
+async def _drain_then_stop(scheduler: Scheduler, server_scope: trio.CancelScope) -> None:
+    await drain(scheduler)
+    log.info("stopping")
+    server_scope.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:

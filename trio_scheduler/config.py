@@ -57,6 +57,7 @@ class ServerConfig:
     handshake_timeout_s: float = attrs.field(default=10.0, validator=_positive)
     max_request_head_bytes: int = attrs.field(default=16384, validator=_positive)
     shutdown_grace_s: float = attrs.field(default=5.0, validator=_non_negative)
+    drain_grace_s: float = attrs.field(default=20.0, validator=_non_negative)
     send_timeout_s: float = attrs.field(default=10.0, validator=_positive)
     max_connections: int = attrs.field(default=10000, validator=_positive)
     max_json_depth: int = attrs.field(default=32, validator=_positive)
@@ -155,6 +156,13 @@ class AdminConfig:
 
 
 @attrs.frozen
+class MetricsConfig:
+    token: str | None = None
+    loop_lag_interval_s: float = attrs.field(default=0.5, validator=_positive)
+    recent_latency_samples: int = attrs.field(default=1000, validator=_positive)
+
+
+@attrs.frozen
 class LoggingConfig:
     format: str = attrs.field(
         default="console", validator=attrs.validators.in_(("console", "json"))
@@ -174,6 +182,7 @@ class Config:
     sessions: SessionsConfig = SessionsConfig()
     results: ResultsConfig = ResultsConfig()
     admin: AdminConfig = AdminConfig()
+    metrics: MetricsConfig = MetricsConfig()
     trace: TraceConfig = TraceConfig()
     logging: LoggingConfig = LoggingConfig()
 

@@ -4,32 +4,42 @@
     ├── store (memory, or the Redis bridge task)
     ├── management owner (+ heartbeat sweeper)
     ├── snapshot mirror to the store
-    └── listener → one task per connection (session task / node task / HTTP reply)
+    ├── event-loop lag probe
+    └── listener → one task per connection (session task / node task / HTTP reply,
+                   routed by the table in ``http/table.py``)
 
-Cancelling ``serve`` is the graceful stop: listeners stop accepting, every WebSocket is
-closed with 1001 (shielded, bounded by ``shutdown_grace_s``), sessions release their
-reservations, then the store closes.
+Cancelling ``serve`` is the stop: listeners stop accepting, every WebSocket is closed
+with 1001 (shielded, bounded by ``shutdown_grace_s``), sessions release their
+reservations, then the store closes. A drain (:mod:`trio_scheduler.drain`) comes first
+when the stop is a SIGTERM.
 """
 
 from __future__ import annotations
 
+import collections
 import secrets
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from urllib.parse import parse_qs
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import attrs
 import structlog
 import trio
 import trio_websocket
+from prometheus_client import CollectorRegistry
 
 from trio_scheduler.config import Config
 from trio_scheduler.dispatch.dispatcher import Dispatcher
-from trio_scheduler.http.front_door import FrontDoor, Request, Response
+from trio_scheduler.http.auth import UpgradeGate
+from trio_scheduler.http.front_door import FrontDoor, Request
+from trio_scheduler.http.table import route_table
+from trio_scheduler.loop_lag import LoopLagProbe
 from trio_scheduler.management.node_state import HealthRules
 from trio_scheduler.management.owner import NodeManager
 from trio_scheduler.management.publisher import SnapshotPublisher
+from trio_scheduler.metrics.collector import SchedulerCollector
+from trio_scheduler.metrics.jobs import JobTally
+from trio_scheduler.metrics.store import MeasuredStore
 from trio_scheduler.nodes.connection import NodeServices, run_node_socket
 from trio_scheduler.sessions.session import SessionServices, run_session_socket
 from trio_scheduler.store import open_store
@@ -54,12 +64,24 @@ class Scheduler:
     sessions: SessionServices
     nodes: NodeServices
     instance_id: str
+    registry: CollectorRegistry
+    loop_lag: LoopLagProbe
     port: int | None = None
-    accepting: bool = True
+    accepting: bool = True  # False once draining or stopping: no new sessions, not ready
+    draining: trio.Event = attrs.Factory(trio.Event)  # set when a drain starts
     recorder: TraceRecorder | None = None
+    front_door: FrontDoor | None = None  # once serving on a port
+    upgrade_gate: UpgradeGate = attrs.field(init=False)
+    open_sockets: collections.Counter[str] = attrs.Factory(collections.Counter)
+
+    def __attrs_post_init__(self) -> None:
+        self.upgrade_gate = UpgradeGate(self.config, lambda: self.accepting)
+        self.registry.register(SchedulerCollector(self))
 
     @classmethod
     def build(cls, config: Config, store: Store, instance_id: str | None = None) -> Scheduler:
+        registry = CollectorRegistry()
+        store = MeasuredStore(store, registry)
         publisher = SnapshotPublisher()
         nodes = config.nodes
         manager = NodeManager(
@@ -88,6 +110,7 @@ class Scheduler:
                 Path(config.trace.path), audio=config.trace.audio,
                 queue_size=config.trace.queue_size,
             )
+        tally = JobTally(registry, config.metrics.recent_latency_samples)
         return cls(
             recorder=recorder,
             config=config,
@@ -95,18 +118,26 @@ class Scheduler:
             publisher=publisher,
             manager=manager,
             dispatcher=dispatcher,
-            sessions=SessionServices(config, dispatcher),
+            sessions=SessionServices(config, dispatcher, metrics=tally),
             nodes=NodeServices(config, manager, dispatcher),
             instance_id=instance_id or "inst-" + secrets.token_hex(4),
+            registry=registry,
+            loop_lag=LoopLagProbe(config.metrics.loop_lag_interval_s),
         )
 
+    @property
+    def instance_labels(self) -> dict[str, str]:
+        """Labels on every metric: the instance's id once several may share a store."""
+        return {"scheduler_instance": self.instance_id} if self.config.store.redis_url else {}
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The background tasks: management owner and the store mirror."""
+        """The background tasks: management owner, store mirror, event-loop lag probe."""
         async with trio.open_nursery() as nursery:
             if self.recorder is not None:
                 await nursery.start(self.recorder.run)
             await nursery.start(self.manager.run)
             await nursery.start(self.publisher.mirror_to_store, self.store, self.instance_id)
+            await nursery.start(self.loop_lag.run)
             task_status.started()
 
     @asynccontextmanager
@@ -137,86 +168,22 @@ class Scheduler:
     async def session_socket(self, ws: trio_websocket.WebSocketConnection, _: Request | None = None):
         if self.recorder is not None:
             ws = RecordingSocket(ws, self.recorder, "session")
-        await run_session_socket(ws, self.sessions)
+        with self._counted("session"):
+            await run_session_socket(ws, self.sessions)
 
     async def node_socket(self, ws: trio_websocket.WebSocketConnection, _: Request | None = None):
         if self.recorder is not None:
             ws = RecordingSocket(ws, self.recorder, "node")
-        await run_node_socket(ws, self.nodes)
+        with self._counted("node"):
+            await run_node_socket(ws, self.nodes)
 
-    def authorize(self, request: Request) -> Response | None:
-        """Refuse a WebSocket upgrade before the handshake (None: let it through).
-
-        With ``[nodes] auth_tokens`` set, a node must present one of them: an
-        unauthenticated peer must never receive a user's audio. Sessions may be limited to
-        ``[sessions] allowed_origins`` and/or ``[sessions] auth_tokens``.
-        """
-        tokens = self.config.nodes.auth_tokens
-        if request.path == "/ws/node" and tokens:
-            if not any(_token_matches(request, token) for token in tokens):
-                return Response.json(401, {"error": "a valid node token is required"})
-        if request.path == "/ws/session":
-            sessions = self.config.sessions
-            origin = request.headers.get("origin")
-            if sessions.allowed_origins and origin not in sessions.allowed_origins:
-                return Response.json(403, {"error": "origin not allowed"})
-            if sessions.auth_tokens and not any(
-                _token_matches(request, token) for token in sessions.auth_tokens
-            ):
-                return Response.json(401, {"error": "a valid session token is required"})
-        return None
-
-    async def http(self, request: Request) -> Response:
-        if request.path.startswith("/admin/"):
-            return await self._admin(request)
-        if request.method != "GET":
-            return Response.json(405, {"error": "method not allowed"})
-        if request.path == "/health":
-            return Response.json(200, {"status": "ok"})
-        if request.path == "/ready":
-            if not self.accepting:
-                return Response.json(503, {"status": "not ready", "reason": "shutting down"})
-            if not await self.store.ping():
-                return Response.json(503, {"status": "not ready", "reason": "store unreachable"})
-            return Response.json(200, {"status": "ready"})
-        return Response.json(404, {"error": "not found"})
-
-
-    async def _admin(self, request: Request) -> Response:
-        token = self.config.admin.token
-        if not token:
-            return Response.json(403, {"error": "the admin API is off ([admin] token unset)"})
-        if not _token_matches(request, token, query=False):
-            return Response.json(401, {"error": "admin token required"})
-        parts = request.path.strip("/").split("/")
-        if parts == ["admin", "nodes"] and request.method == "GET":
-            return Response.json(200, {"nodes": await self._node_rows()})
-        if len(parts) == 4 and parts[:2] == ["admin", "nodes"] and parts[3] == "drain":
-            if request.method != "POST":
-                return Response.json(405, {"error": "method not allowed"})
-            if await self.manager.drain(parts[2]):
-                return Response.json(200, {"node_id": parts[2], "status": "draining"})
-            return Response.json(404, {"error": f"no live node {parts[2]}"})
-        return Response.json(404, {"error": "not found"})
-
-    async def _node_rows(self) -> list[dict]:
-        rows = []
-        for summary in await self.manager.list_nodes():
-            row = attrs.asdict(summary)
-            row["reserved_jobs"] = self.dispatcher.in_flight(summary.node_id)
-            row["load"] = round(row["reserved_jobs"] / summary.max_concurrent_jobs, 3)
-            rows.append(row)
-        return rows
-
-
-def _token_matches(request: Request, token: str, *, query: bool = True) -> bool:
-    presented = []
-    authorization = request.headers.get("authorization", "")
-    if authorization.lower().startswith("bearer "):
-        presented.append(authorization[7:].strip())
-    if query:
-        presented.extend(parse_qs(request.query).get("token", []))
-    return any(secrets.compare_digest(p.encode(), token.encode()) for p in presented)
+    @contextmanager
+    def _counted(self, socket: str) -> Iterator[None]:
+        self.open_sockets[socket] += 1
+        try:
+            yield
+        finally:
+            self.open_sockets[socket] -= 1
 
 
 async def serve(
@@ -240,19 +207,17 @@ async def _serve_connections(
     config = scheduler.config
     listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
     scheduler.port = listeners[0].socket.getsockname()[1]
-    front_door = FrontDoor(
-        websocket_routes={
-            "/ws/session": scheduler.session_socket,
-            "/ws/node": scheduler.node_socket,
-        },
-        http_handler=scheduler.http,
+    router = route_table(scheduler)
+    front_door = scheduler.front_door = FrontDoor(
+        websocket_routes=router.websocket_routes(),
+        http_handler=router.handle,
         max_message_bytes=config.server.max_message_bytes,
         max_head_bytes=config.server.max_request_head_bytes,
         handshake_timeout_s=config.server.handshake_timeout_s,
         close_timeout_s=config.server.shutdown_grace_s,
         max_connections=config.server.max_connections,
         protocol_nursery=service_nursery,
-        authorize=scheduler.authorize,
+        admit=scheduler.upgrade_gate.admit,
     )
     if not config.nodes.auth_tokens:
         log.warning(

@@ -40,6 +40,7 @@ from trio_scheduler.dispatch.dispatcher import (
 )
 from trio_scheduler.dispatch.jobs import Job, JobEvent, JobState
 from trio_scheduler.management.needs import Needs
+from trio_scheduler.metrics.jobs import JobTally
 from trio_scheduler.protocol import codec
 from trio_scheduler.protocol.errors import ErrorCode, map_node_error_code
 from trio_scheduler.protocol.messages import (
@@ -144,7 +145,9 @@ class SessionJobs:
         inbox: Inbox,
         reporter: JobReporter,
         clock_ms: Callable[[], int],
+        metrics: JobTally | None = None,
     ) -> None:
+        self._metrics = metrics or JobTally()
         self._dispatcher = dispatcher
         self._config = config
         self._inbox = inbox
@@ -185,6 +188,7 @@ class SessionJobs:
     async def start(self, job: Job, now: float) -> None:
         """Take a new job and hand it to a node as soon as its turn comes."""
         self._jobs[job.job_id] = job
+        self._metrics.job_started()
         self._ready.append(job.job_id)
         await self._try_next(now)
 
@@ -287,6 +291,7 @@ class SessionJobs:
                 job.dispatched_at = now
                 job.dispatched_at_ms = self._clock_ms()
                 job.deadline = now + self._config.timeout_ms / 1000
+                self._metrics.job_dispatched(job, now)
                 self._sticky_node_id = node_id
                 self._alerts.all_clear()
                 await self._reporter.send(
@@ -539,6 +544,7 @@ class SessionJobs:
         )
 
     async def _finish(self, job: Job, outcome: Outcome, now: float) -> None:
+        self._metrics.job_finished(self._session.session_id if self._session else "-", job, outcome)
         job.deadline = None
         self._dispatcher.forget(job.job_id)
         del self._jobs[job.job_id]
@@ -571,6 +577,7 @@ class SessionJobs:
                 self._cancel_on_node(job, "session closed")
                 self._release_slot(job)
             self._transition(job, JobEvent.CANCEL)
+            self._metrics.job_cancelled()
             self._dispatcher.forget(job.job_id)  # also stops its wait
         self._jobs.clear()
         self._ready.clear()

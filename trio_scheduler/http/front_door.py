@@ -9,7 +9,7 @@ WebSocket.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import math
 from http import HTTPStatus
@@ -30,6 +30,7 @@ class Request:
     path: str
     query: str
     headers: dict[str, str]  # lower-case names; the last value wins
+    params: Mapping[str, str] = attrs.field(factory=dict)  # from the route's path template
 
     @property
     def is_websocket(self) -> bool:
@@ -41,10 +42,14 @@ class Response:
     status: int
     body: bytes = b""
     content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()  # beyond content type and length
 
     @classmethod
     def json(cls, status: int, data: object) -> Response:
         return cls(status, orjson.dumps(data))
+
+    def with_headers(self, *headers: tuple[str, str]) -> Response:
+        return attrs.evolve(self, headers=self.headers + headers)
 
 
 CLOSE_NORMAL = 1000
@@ -122,28 +127,39 @@ async def read_request_head(
         return None, bytes(raw)
 
 
-async def send_response(stream: trio.abc.Stream, response: Response) -> None:
+async def send_response(
+    stream: trio.abc.Stream, response: Response, method: str = "GET"
+) -> None:
+    """Write ``response``; to a ``HEAD`` request, the same head without the body."""
     connection = h11.Connection(h11.SERVER)
-    # h11 must see a request before it will write a response.
-    connection.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    # h11 must see a request before it will write a response (and knows HEAD from it).
+    head_only = method == "HEAD"
+    connection.receive_data(b"HEAD" if head_only else b"GET")
+    connection.receive_data(b" / HTTP/1.1\r\nhost: x\r\n\r\n")
     connection.next_event()
     headers = [
         ("content-type", response.content_type),
         ("content-length", str(len(response.body))),
         ("connection", "close"),
+        *response.headers,
     ]
     reason = HTTPStatus(response.status).phrase.encode()
     data = connection.send(
         h11.Response(status_code=response.status, headers=headers, reason=reason)
     )
-    data += connection.send(h11.Data(data=response.body)) if response.body else b""
+    if response.body and not head_only:
+        data += connection.send(h11.Data(data=response.body))
     data += connection.send(h11.EndOfMessage())
     await stream.send_all(data)
 
 
 @attrs.define
 class FrontDoor:
-    """Routes each TCP connection to a WebSocket handler or an HTTP handler by path."""
+    """Routes each TCP connection to a WebSocket handler or an HTTP handler by path.
+
+    ``admit`` may refuse an upgrade with an HTTP response before the handshake (a missing
+    token, a server that is draining); None lets it through.
+    """
 
     websocket_routes: dict[str, WebSocketHandler]
     http_handler: HttpHandler
@@ -155,8 +171,9 @@ class FrontDoor:
     # Where trio-websocket's per-socket protocol tasks run. It must outlive the handlers:
     # on shutdown a handler's closing handshake needs its reader task still running.
     protocol_nursery: trio.Nursery
-    authorize: Callable[[Request], Response | None] = lambda request: None
+    admit: Callable[[Request], Response | None] = lambda request: None
     open_connections: int = 0
+    refused_over_limit: int = 0  # connections answered 503 for max_connections
 
     async def handle(self, stream: trio.SocketStream) -> None:
         """Serve one connection; whatever goes wrong stays inside this connection."""
@@ -182,20 +199,22 @@ class FrontDoor:
             return
         if self.open_connections > self.max_connections:
             # Over the limit: a plain refusal the peer can retry, before any real work.
+            self.refused_over_limit += 1
             await self._reply_and_close(stream, Response.json(503, {"error": "too many connections"}))
             return
         if not request.is_websocket:
             try:
                 response = await self.http_handler(request)
             except Exception:  # a failing endpoint must never take the server down
+                log.exception("endpoint failed", path=request.path)
                 response = Response.json(500, {"error": "internal error"})
-            await self._reply_and_close(stream, response)
+            await self._reply_and_close(stream, response, request.method)
             return
         handler = self.websocket_routes.get(request.path)
         if handler is None:
             await self._reply_and_close(stream, Response.json(404, {"error": "no such socket"}))
             return
-        refusal = self.authorize(request)
+        refusal = self.admit(request)
         if refusal is not None:
             await self._reply_and_close(stream, refusal)
             return
@@ -225,9 +244,11 @@ class FrontDoor:
                 await ws.aclose(code, reason)
             await stream.aclose()
 
-    async def _reply_and_close(self, stream: trio.abc.Stream, response: Response) -> None:
+    async def _reply_and_close(
+        self, stream: trio.abc.Stream, response: Response, method: str = "GET"
+    ) -> None:
         try:
-            await send_response(stream, response)
+            await send_response(stream, response, method)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:

@@ -195,3 +195,13 @@ def status_after_heartbeat(current: NodeStatus, healthy: bool) -> NodeStatus:
     if current is NodeStatus.REGISTERING:
         return NodeStatus.REGISTERING
     return NodeStatus.DEGRADED
+
+
+def status_after_undrain(
+    capabilities: Capabilities, usage: ResourceUsage | None, rules: HealthRules
+) -> NodeStatus:
+    """Where an operator's undrain puts a draining node: what its last heartbeat's health
+    says (ready or degraded), or registering if it never reported its load."""
+    if usage is None:
+        return NodeStatus.REGISTERING
+    return NodeStatus.READY if is_healthy(capabilities, usage, rules) else NodeStatus.DEGRADED

@@ -87,6 +87,12 @@ class Drain:
 
 
 @attrs.frozen
+class Undrain:
+    node_id: str
+    reply: Reply
+
+
+@attrs.frozen
 class Sweep:
     pass
 
@@ -96,7 +102,7 @@ class ListNodes:
     reply: Reply
 
 
-Command = Register | Heartbeat | Disconnect | Drain | Sweep | ListNodes
+Command = Register | Heartbeat | Disconnect | Drain | Undrain | Sweep | ListNodes
 
 
 @attrs.define
@@ -204,6 +210,15 @@ class NodeManager:
         await self._send.send(Drain(node_id, reason, reply))
         return await reply.wait()
 
+    async def undrain(self, node_id: str) -> NodeStatus | None:
+        """Let a draining node take jobs again; its status is then what its health says.
+
+        Returns the node's status afterwards, None if no live node has that id.
+        """
+        reply = Reply()
+        await self._send.send(Undrain(node_id, reply))
+        return await reply.wait()
+
     async def list_nodes(self) -> list[NodeSummary]:
         reply = Reply()
         await self._send.send(ListNodes(reply))
@@ -244,6 +259,9 @@ class NodeManager:
                 self._publish_if_dirty()
             case Drain():
                 command.reply.set(self._drain(command))
+                self._publish_if_dirty()
+            case Undrain():
+                command.reply.set(self._undrain(command))
                 self._publish_if_dirty()
             case Sweep():
                 self._sweep(now)
@@ -338,6 +356,18 @@ class NodeManager:
             log.info("node draining", node_id=record.node_id, reason=command.reason)
             self._refresh(command.node_id)
         return True
+
+    def _undrain(self, command: Undrain) -> NodeStatus | None:
+        record = self._records.get(command.node_id)
+        if record is None or record.status is NodeStatus.OFFLINE:
+            return None
+        if record.status is NodeStatus.DRAINING:
+            record.status = node_state.status_after_undrain(
+                record.capabilities, record.usage, self._health
+            )
+            log.info("node undrained", node_id=record.node_id, status=str(record.status))
+            self._refresh(command.node_id)
+        return record.status
 
     def _sweep(self, now: float) -> None:
         for record in list(self._records.values()):

@@ -7,6 +7,7 @@ the path of the offending field, which the connection tasks turn into one ``erro
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,24 @@ from cattrs.preconf.orjson import make_converter
 from trio_scheduler.protocol.errors import ErrorCode
 from trio_scheduler.protocol.messages import JobAssign
 from trio_scheduler.strict import install_strict_hooks
+
+
+class FrameCounts:
+    """Frames decoded and encoded by type, and ``error`` frames by code, in this process.
+
+    Counted here, where every frame passes anyway, for the price of a dict update; the
+    metrics read them at scrape time. A frame that cannot be decoded counts as
+    ``invalid`` (and one of a type this socket does not speak as ``unknown``), so peers
+    cannot grow the table.
+    """
+
+    def __init__(self) -> None:
+        self.received: collections.Counter[str] = collections.Counter()
+        self.sent: collections.Counter[str] = collections.Counter()
+        self.errors_sent: collections.Counter[str] = collections.Counter()
+
+
+frame_counts = FrameCounts()
 
 
 class ProtocolError(Exception):
@@ -116,15 +135,17 @@ def decode(raw: str | bytes, table: Mapping[str, type], *, max_depth: int = DEFA
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
+        frame_counts.received["invalid"] += 1
         raise ProtocolError("frame is not valid JSON") from None
+    kind = data.get("type") if isinstance(data, dict) else None
+    cls = table.get(kind) if isinstance(kind, str) else None
+    frame_counts.received[_counted_type(kind, cls)] += 1
     if not isinstance(data, dict):
         raise ProtocolError("frame must be a JSON object")
     if nesting_depth(data, max_depth) > max_depth:
         raise ProtocolError(f"frame is nested deeper than {max_depth} levels")
-    kind = data.get("type")
     if not isinstance(kind, str):
         raise ProtocolError("missing string field 'type'", field="type")
-    cls = table.get(kind)
     if cls is None:
         raise UnknownMessageType(kind)
     try:
@@ -137,16 +158,25 @@ def decode(raw: str | bytes, table: Mapping[str, type], *, max_depth: int = DEFA
         raise ProtocolError(f"invalid {kind}: {exc}") from None
 
 
+def _counted_type(kind: Any, cls: type | None) -> str:
+    if cls is not None:
+        return kind
+    return "unknown" if isinstance(kind, str) else "invalid"
+
+
 def to_dict(message: Any) -> dict[str, Any]:
     return {"type": message.TYPE, **converter.unstructure(message)}
 
 
 def encode(message: Any) -> str:
     """Serialise an outbound message class into a text frame."""
+    frame_counts.sent[message.TYPE] += 1
     return orjson.dumps(to_dict(message)).decode()
 
 
 def encode_error(code: ErrorCode | str, message: str, details: dict[str, Any] | None = None) -> str:
+    frame_counts.sent["error"] += 1
+    frame_counts.errors_sent[str(code)] += 1
     return orjson.dumps(
         {"type": "error", "code": str(code), "message": message, "details": details}
     ).decode()

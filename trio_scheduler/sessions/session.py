@@ -25,6 +25,7 @@ from trio_scheduler.dispatch.jobs import Job, new_job_id
 from trio_scheduler.dispatch.session_jobs import NODE_EVENTS, Binding, SessionJobs
 from trio_scheduler.management.needs import Needs
 from trio_scheduler.management.node_state import Rejection
+from trio_scheduler.metrics.jobs import JobTally
 from trio_scheduler.protocol import codec
 from trio_scheduler.protocol.codec import ProtocolError, UnknownMessageType
 from trio_scheduler.protocol.errors import CloseCode, ErrorCode
@@ -85,6 +86,7 @@ class SessionServices:
     dispatcher: Dispatcher
     sessions: dict[str, Any] = attrs.Factory(dict)  # live session ids -> their task
     clock_ms: Any = None  # wall clock in ms; the dispatcher's by default
+    metrics: JobTally = attrs.Factory(JobTally)
 
     def __attrs_post_init__(self) -> None:
         if self.clock_ms is None:
@@ -178,6 +180,7 @@ class SessionTask:
             inbox=inbox,
             reporter=self,
             clock_ms=services.clock_ms,
+            metrics=services.metrics,
         )
         self._last_client_at = trio.current_time()
         self._closing_deadline: float | None = None
@@ -187,6 +190,21 @@ class SessionTask:
     @property
     def session_id(self) -> str:
         return self._spec.session_id if self._spec else "-"
+
+    @property
+    def spec(self) -> SessionSpec | None:
+        """The session's settings once its ``session_init`` was accepted."""
+        return self._spec
+
+    @property
+    def tallies(self) -> dict[str, int]:
+        """What the session dropped and counted so far, by what (read by the metrics)."""
+        return {
+            "undecodable_payloads": self.undecodable_payloads,
+            "short_utterances": self._segmenter.discarded_short + self.discarded_short_utterances,
+            "silent_utterances": self._segmenter.discarded_silent,
+            "node_events": self._inbox.dropped_node_events,
+        }
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -613,6 +631,7 @@ class SessionTask:
                                     trace_id=spec.trace_id, sent_at_ms=sent_at_ms)]
             for frame in frames:
                 await self.send(frame)
+            self._services.metrics.released(self.session_id, item)
 
     async def send(self, message: Any) -> None:
         await self._send_text(codec.encode(message))
@@ -650,6 +669,7 @@ class SessionTask:
         """Stop everything of the session: forget its id, cancel its jobs on the nodes and
         free their slots. Runs after the socket is gone and nothing else of the session
         runs; it does not wait for anything."""
+        self._services.metrics.session_ended(self)
         if self._spec is not None:
             self._services.sessions.pop(self._spec.session_id, None)
         self._jobs.cleanup(self._inbox.take_node_events())

@@ -1,0 +1,1 @@
+"""Prometheus metrics: one registry per scheduler, families listed in docs/metrics.md."""
