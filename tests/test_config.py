@@ -213,7 +213,7 @@ def test_every_section_is_an_attrs_class():
     sections = section_classes()
     assert set(sections) == {
         "server", "store", "nodes", "segmentation", "jobs", "sessions", "results", "admin",
-        "metrics", "trace",
+        "metrics", "cluster", "trace",
         "logging",
     }
     for section, cls in sections.items():

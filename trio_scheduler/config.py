@@ -163,6 +163,24 @@ class MetricsConfig:
 
 
 @attrs.frozen
+class ClusterConfig:
+    """Several instances sharing one Redis (only with ``[store] redis_url``)."""
+
+    instance_heartbeat_s: float = attrs.field(default=1.0, validator=_positive)
+    instance_timeout_s: float = attrs.field(default=5.0, validator=_positive)
+    inbox_max_len: int = attrs.field(default=100_000, validator=_positive)
+    wait_retry_ms: int = attrs.field(default=200, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.instance_timeout_s < 2 * self.instance_heartbeat_s:
+            raise ValueError(
+                "instance_timeout_s must be at least twice instance_heartbeat_s "
+                f"(got {self.instance_timeout_s:g} and {self.instance_heartbeat_s:g}): an "
+                "instance would be taken for dead between two of its heartbeats"
+            )
+
+
+@attrs.frozen
 class LoggingConfig:
     format: str = attrs.field(
         default="console", validator=attrs.validators.in_(("console", "json"))
@@ -183,6 +201,7 @@ class Config:
     results: ResultsConfig = ResultsConfig()
     admin: AdminConfig = AdminConfig()
     metrics: MetricsConfig = MetricsConfig()
+    cluster: ClusterConfig = ClusterConfig()
     trace: TraceConfig = TraceConfig()
     logging: LoggingConfig = LoggingConfig()
 

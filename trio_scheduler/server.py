@@ -3,7 +3,8 @@
     serve
     ├── store (memory, or the Redis bridge task)
     ├── management owner (+ heartbeat sweeper)
-    ├── snapshot mirror to the store
+    ├── node directory: local nodes mirrored to the store — with Redis, inside the
+    │   cluster tasks (inbox reader, instance heartbeat) that share nodes across instances
     ├── event-loop lag probe
     └── listener → one task per connection (session task / node task / HTTP reply,
                    routed by the table in ``http/table.py``)
@@ -28,6 +29,8 @@ import trio
 import trio_websocket
 from prometheus_client import CollectorRegistry
 
+from trio_scheduler.cluster.directory import NodeDirectory
+from trio_scheduler.cluster.service import Cluster
 from trio_scheduler.config import Config
 from trio_scheduler.dispatch.dispatcher import Dispatcher
 from trio_scheduler.http.auth import UpgradeGate
@@ -70,6 +73,8 @@ class Scheduler:
     accepting: bool = True  # False once draining or stopping: no new sessions, not ready
     draining: trio.Event = attrs.Factory(trio.Event)  # set when a drain starts
     recorder: TraceRecorder | None = None
+    cluster: Cluster | None = None  # with Redis: the other instances sharing it
+    directory: NodeDirectory | None = None  # without: the local mirror alone
     front_door: FrontDoor | None = None  # once serving on a port
     upgrade_gate: UpgradeGate = attrs.field(init=False)
     open_sockets: collections.Counter[str] = attrs.Factory(collections.Counter)
@@ -111,7 +116,8 @@ class Scheduler:
                 queue_size=config.trace.queue_size,
             )
         tally = JobTally(registry, config.metrics.recent_latency_samples)
-        return cls(
+        instance_id = instance_id or "inst-" + secrets.token_hex(4)
+        scheduler = cls(
             recorder=recorder,
             config=config,
             store=store,
@@ -120,10 +126,29 @@ class Scheduler:
             dispatcher=dispatcher,
             sessions=SessionServices(config, dispatcher, metrics=tally),
             nodes=NodeServices(config, manager, dispatcher),
-            instance_id=instance_id or "inst-" + secrets.token_hex(4),
+            instance_id=instance_id,
             registry=registry,
             loop_lag=LoopLagProbe(config.metrics.loop_lag_interval_s),
         )
+        if config.store.redis_url:
+            scheduler.cluster = Cluster(
+                config, store, instance_id, publisher=publisher, manager=manager,
+                dispatcher=dispatcher, describe=scheduler.describe,
+            )
+            scheduler.nodes.standing = scheduler.cluster.standing_of
+        else:
+            scheduler.directory = NodeDirectory(publisher, store, instance_id)
+        return scheduler
+
+    def describe(self) -> dict[str, str]:
+        """What this instance tells the others (and operators) about itself."""
+        return {
+            "host": self.config.server.host,
+            "port": str(self.port or ""),
+            "sessions": str(len(self.sessions.sessions)),
+            "nodes": str(sum(1 for n in self.publisher.current.nodes.values() if n.local)),
+            "accepting": "1" if self.accepting else "0",
+        }
 
     @property
     def instance_labels(self) -> dict[str, str]:
@@ -136,7 +161,10 @@ class Scheduler:
             if self.recorder is not None:
                 await nursery.start(self.recorder.run)
             await nursery.start(self.manager.run)
-            await nursery.start(self.publisher.mirror_to_store, self.store, self.instance_id)
+            if self.cluster is not None:
+                await nursery.start(self.cluster.run)
+            elif self.directory is not None:
+                await nursery.start(self.directory.run)
             await nursery.start(self.loop_lag.run)
             task_status.started()
 

@@ -99,6 +99,8 @@ class JobRoute:
     # node id -> the connection (link) the latest attempt on that node went through, so a
     # connection that ends reports only its own jobs, never a newer connection's.
     links: dict[str, Any] = attrs.Factory(dict)
+    # The slot the current attempt holds: (node id, reservation member, node capacity).
+    held: tuple[str, str, int] | None = None
 
 
 @attrs.define
@@ -107,6 +109,7 @@ class Waiter:
     needs: Needs
     inbox: Inbox
     woken_by: str | None = None  # the node whose free slot it was woken for
+    poked: bool = False  # woken to ask again, not for a slot known to be free
 
 
 class Counters:
@@ -150,6 +153,8 @@ class Dispatcher:
         self._waiting_per_pool: collections.Counter[frozenset[str]] = collections.Counter()
         self._dedup_window_s = dedup_window_ms / 1000
         self._ended: dict[str, float] = {}  # job_id -> when it ended (insertion ordered)
+        # Jobs of other instances' sessions on our nodes (set when several instances run).
+        self.relays: Any = None
         publisher.add_listener(self._on_snapshot)
 
     @property
@@ -234,13 +239,14 @@ class Dispatcher:
                 route = self._routes[job_id] = JobRoute(session_id, inbox, set())
             route.nodes.add(node.node_id)
             route.links[node.node_id] = node.link
-            if not node.link.send(frame):
+            if not node.link.assign(job_id, session_id, frame):
                 self._in_flight[node.node_id] -= 1
                 self._store.release_soon(node.node_id, member)
                 self.counters.inc("node_queue_full")
                 continue
             self.counters.inc("jobs_dispatched")
             self.stop_waiting(job_id, took_slot=True)
+            route.held = (node.node_id, member, node.max_concurrent_jobs)
             return Dispatched(node.node_id)
         return AllFull(self.wait_for_capacity(job_id, needs, inbox))
 
@@ -253,8 +259,29 @@ class Dispatcher:
         self._in_flight[node_id] -= 1
         if self._in_flight[node_id] <= 0:
             del self._in_flight[node_id]
-        self._store.release_soon(node_id, reservation_member(job_id, attempt_id))
+        member = reservation_member(job_id, attempt_id)
+        self._store.release_soon(node_id, member)
+        route = self._routes.get(job_id)
+        if route is not None and route.held is not None and route.held[1] == member:
+            route.held = None
         self._wake_one_for(node_id)
+
+    async def reassert_reservations(self) -> None:
+        """The store lost its data (Redis restarted): take again every slot our jobs
+        hold, so other instances cannot give it away. A slot someone took meanwhile is
+        lost to its job, which fails over as if its node had gone."""
+        now_ms = self.clock_ms()
+        for job_id, route in list(self._routes.items()):
+            if route.held is None:
+                continue
+            node_id, member, capacity = route.held
+            reservation = await self._store.reserve(
+                node_id, member, capacity, now_ms, now_ms + self._reservation_ttl_ms
+            )
+            if not reservation.granted and self._routes.get(job_id) is route:
+                log.warning("slot lost while the store was away; failing the job over",
+                            job_id=job_id, node_id=node_id)
+                _notify(route.inbox, NodeLost(job_id, node_id))
 
     def forget(self, job_id: str) -> None:
         """The job reached its end: stop routing node frames to its session.
@@ -288,6 +315,8 @@ class Dispatcher:
         """
         route = self._routes.get(job_id)
         if route is None:
+            if self.relays is not None and self.relays.forward(node_id, message):
+                return True  # a job of another instance's session: answered there
             if job_id in self._ended:
                 self.counters.inc("node_frames_after_end")  # duplicates, late results
             else:
@@ -309,8 +338,48 @@ class Dispatcher:
         instance's count for the node back down.
         """
         for job_id, route in list(self._routes.items()):
-            if route.links.get(node_id) is link:
+            if route.links.get(node_id) == link:
                 _notify(route.inbox, NodeLost(job_id, node_id))
+        if self.relays is not None:
+            self.relays.node_lost(node_id, link)
+
+    def remote_node_lost(self, job_id: str, node_id: str, instance: str) -> None:
+        """The instance ``node_id`` is connected to says the job's attempt there is lost."""
+        route = self._routes.get(job_id)
+        link = route.links.get(node_id) if route is not None else None
+        if link is not None and getattr(link, "instance", None) == instance:
+            _notify(route.inbox, NodeLost(job_id, node_id))
+
+    def instance_lost(self, instance: str) -> None:
+        """An instance died: every job sent to one of its nodes is lost."""
+        for job_id, route in list(self._routes.items()):
+            for node_id, link in route.links.items():
+                if getattr(link, "instance", None) == instance:
+                    _notify(route.inbox, NodeLost(job_id, node_id))
+
+    def poke_waiters(self) -> int:
+        """Wake the oldest waiting job of each set of needs that some node could serve.
+
+        When several instances share the nodes, a slot another instance frees wakes no
+        one here: the waiting jobs ask again from time to time instead. Returns how many
+        were woken.
+        """
+        snapshot = self._publisher.current
+        woken = 0
+        seen: set[Needs] = set()
+        for waiter in self._waiters.values():
+            if waiter.needs in seen:
+                continue
+            seen.add(waiter.needs)
+            if waiter.woken_by is not None:
+                continue
+            candidates = snapshot.candidates(waiter.needs)
+            if candidates:
+                waiter.woken_by = next(iter(candidates))
+                waiter.poked = True
+                self._wake(waiter)
+                woken += 1
+        return woken
 
     # -- waiting for capacity ----------------------------------------------------------
 
@@ -337,6 +406,9 @@ class Dispatcher:
         waiter = self._waiters.get(job_id)
         if waiter is not None and waiter.woken_by is not None:
             node_id, waiter.woken_by = waiter.woken_by, None
+            if waiter.poked:  # nothing known to be free: nothing to pass on
+                waiter.poked = False
+                return
             self._wake_one_for(node_id, after=job_id)
 
     def stop_waiting(self, job_id: str, *, took_slot: bool = False) -> None:
@@ -348,7 +420,7 @@ class Dispatcher:
         self._waiting_per_pool[waiter.needs.pools] -= 1
         if not self._waiting_per_pool[waiter.needs.pools]:
             del self._waiting_per_pool[waiter.needs.pools]
-        if waiter.woken_by is not None and not took_slot:
+        if waiter.woken_by is not None and not took_slot and not waiter.poked:
             self._wake_one_for(waiter.woken_by)
 
     @property

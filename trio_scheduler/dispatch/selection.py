@@ -24,6 +24,9 @@ def rank_candidates(
        onto the same node between two load updates.
     3. The rest, least loaded first, ties broken at random, as fallbacks when a
        reservation is refused.
+
+    Among equally loaded nodes, one connected to this instance comes before one on
+    another instance (no hop through the store).
     """
     remaining = list(nodes)
     ordered: list[NodeView] = []
@@ -35,9 +38,9 @@ def rank_candidates(
                 break
     if len(remaining) >= 2:
         first, second = rng.sample(remaining, 2)
-        pair = sorted((first, second), key=lambda n: (load(n), rng.random()))
+        pair = sorted((first, second), key=lambda n: (load(n), not n.local, rng.random()))
         ordered.extend(pair)
         remaining = [n for n in remaining if n is not first and n is not second]
-    remaining.sort(key=lambda n: (load(n), rng.random()))
+    remaining.sort(key=lambda n: (load(n), not n.local, rng.random()))
     ordered.extend(remaining)
     return ordered

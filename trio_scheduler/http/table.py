@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 def route_table(scheduler: Scheduler) -> Router:
     config = scheduler.config
     readiness = probes.Readiness(scheduler.store, lambda: scheduler.accepting)
-    admin = AdminApi(scheduler.manager, scheduler.dispatcher)
+    admin = AdminApi(scheduler.manager, scheduler.dispatcher, scheduler.instance_id,
+                     scheduler.describe, scheduler.cluster)
     admin_token, metrics_token = config.admin.token, config.metrics.token
     metrics = metrics_endpoint(scheduler.registry, scheduler.instance_labels)
     return Router([
@@ -31,6 +32,7 @@ def route_table(scheduler: Scheduler) -> Router:
         Route("GET", "/stats", bearer_if_set(metrics_token, stats_endpoint(scheduler))),
         Route("GET", "/dashboard", dashboard),
         Route("GET", "/admin/nodes", admin_only(admin_token, admin.list_nodes)),
+        Route("GET", "/admin/instances", admin_only(admin_token, admin.list_instances)),
         Route("POST", "/admin/nodes/{node_id}/drain", admin_only(admin_token, admin.drain)),
         Route("POST", "/admin/nodes/{node_id}/undrain", admin_only(admin_token, admin.undrain)),
     ])

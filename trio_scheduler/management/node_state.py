@@ -166,8 +166,8 @@ class HealthRules:
     max_gpu_queue: int = 16
 
 
-def is_healthy(capabilities: Capabilities, usage: ResourceUsage, rules: HealthRules) -> bool:
-    """A node may take work: required services ready, languages usable, not overloaded.
+def is_capable(capabilities: Capabilities, rules: HealthRules) -> bool:
+    """Required services ready and languages usable, whatever the load.
 
     "Usable" follows the required services: when every node must translate or speak
     (NMT or TTS required, the default) it needs a directed pair; when only ASR is
@@ -176,7 +176,12 @@ def is_healthy(capabilities: Capabilities, usage: ResourceUsage, rules: HealthRu
     if not rules.required_services <= capabilities.services_ready:
         return False
     usable = capabilities.pairs if rules.required_services & TARGET_SERVICES else capabilities.pools
-    if not usable:
+    return bool(usable)
+
+
+def is_healthy(capabilities: Capabilities, usage: ResourceUsage, rules: HealthRules) -> bool:
+    """A node may take work: capable (see :func:`is_capable`) and not overloaded."""
+    if not is_capable(capabilities, rules):
         return False
     if usage.gpu_queue_length is not None and usage.gpu_queue_length > rules.max_gpu_queue:
         return False
@@ -195,6 +200,18 @@ def status_after_heartbeat(current: NodeStatus, healthy: bool) -> NodeStatus:
     if current is NodeStatus.REGISTERING:
         return NodeStatus.REGISTERING
     return NodeStatus.DEGRADED
+
+
+def status_after_move(standing: NodeStatus, capabilities: Capabilities, rules: HealthRules
+                      ) -> NodeStatus:
+    """The status of a node that registers here right after leaving another instance, where
+    it had ``standing``: it keeps being ready (or draining) if what it registers now is
+    capable — its next heartbeat, up to 15 s away, judges its load again."""
+    if standing is NodeStatus.DRAINING:
+        return NodeStatus.DRAINING
+    if standing is NodeStatus.READY and is_capable(capabilities, rules):
+        return NodeStatus.READY
+    return NodeStatus.REGISTERING
 
 
 def status_after_undrain(

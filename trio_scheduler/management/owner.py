@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -57,6 +58,8 @@ class Register:
     message: NodeRegister
     link: Any
     reply: Reply
+    # The status the node had on another instance it just left (None: unknown).
+    standing: NodeStatus | None = None
 
 
 @attrs.frozen
@@ -93,6 +96,32 @@ class Undrain:
 
 
 @attrs.frozen
+class RemoteNode:
+    """A node of another instance, with its live pairing code if it has one."""
+
+    view: NodeView
+    pairing_code: str | None = None
+    pairing: Pairing | None = None
+
+
+@attrs.frozen
+class RemoteNodes:
+    """What another instance says of its nodes, by node id (None: gone). With
+    ``complete``, the nodes it does not list are gone too."""
+
+    instance: str
+    nodes: dict[str, RemoteNode | None]
+    complete: bool
+
+
+@attrs.frozen
+class Evict:
+    """Another instance took the node over: close its socket here."""
+
+    node_id: str
+
+
+@attrs.frozen
 class Sweep:
     pass
 
@@ -102,7 +131,10 @@ class ListNodes:
     reply: Reply
 
 
-Command = Register | Heartbeat | Disconnect | Drain | Undrain | Sweep | ListNodes
+Command = (
+    Register | Heartbeat | Disconnect | Drain | Undrain | RemoteNodes | Evict | Sweep
+    | ListNodes
+)
 
 
 @attrs.define
@@ -146,8 +178,9 @@ class NodeSummary:
     pools: list[str]
     max_concurrent_jobs: int
     reported_running_jobs: int | None
-    last_heartbeat_age_s: float
+    last_heartbeat_age_s: float | None
     usage: dict[str, Any] | None
+    instance: str | None = None  # the instance it is connected to, if another one
 
 
 class NodeManager:
@@ -163,6 +196,7 @@ class NodeManager:
         health: HealthRules,
         pairing_code_ttl_s: float = 600.0,
         queue_size: int = 1024,
+        evict_remote: Callable[[str, str], None] | None = None,
     ) -> None:
         self._publisher = publisher
         self._default_capacity = default_max_concurrent_jobs
@@ -178,6 +212,10 @@ class NodeManager:
         self._views: dict[str, NodeView] = {}
         self._pools: dict[str, frozenset[str]] = {}
         self._pairings: dict[str, Pairing] = {}
+        # Nodes of other instances, as they report them; a local node of the same id wins.
+        self._remote: dict[str, RemoteNode] = {}
+        # Asked to close a node's socket on another instance (a takeover): (instance, node).
+        self.evict_remote = evict_remote
         self._epochs = itertools.count(1)
         self._version = 0
         self._dirty = False
@@ -185,11 +223,23 @@ class NodeManager:
 
     # -- calls made by connection tasks and the admin API -------------------------------
 
-    async def register(self, node_id: str, message: NodeRegister, link: Any) -> Registered:
-        """Apply a registration; returns once readers can see it."""
+    async def register(
+        self, node_id: str, message: NodeRegister, link: Any,
+        standing: NodeStatus | None = None,
+    ) -> Registered:
+        """Apply a registration; returns once readers can see it. ``standing``: the status
+        the node had on another instance it has just left."""
         reply = Reply()
-        await self._send.send(Register(node_id, message, link, reply))
+        await self._send.send(Register(node_id, message, link, reply, standing))
         return await reply.wait()
+
+    async def remote_nodes(self, update: RemoteNodes) -> None:
+        """Take in what another instance says of its nodes."""
+        await self._send.send(update)
+
+    async def evict(self, node_id: str) -> None:
+        """The node registered on another instance: close its socket here (4001)."""
+        await self._send.send(Evict(node_id))
 
     async def heartbeat(self, node_id: str, epoch: int, message: NodeHeartbeat) -> None:
         await self._send.send(Heartbeat(node_id, epoch, message))
@@ -263,6 +313,14 @@ class NodeManager:
             case Undrain():
                 command.reply.set(self._undrain(command))
                 self._publish_if_dirty()
+            case RemoteNodes():
+                self._remote_update(command)
+            case Evict():
+                record = self._records.get(command.node_id)
+                if record is not None:
+                    log.info("node moved to another instance; closing its socket here",
+                             node_id=command.node_id)
+                    record.link.close_soon(CloseCode.REPLACED, "registered on another instance")
             case Sweep():
                 self._sweep(now)
             case ListNodes():
@@ -283,6 +341,16 @@ class NodeManager:
         capabilities = Capabilities.from_register(message)
         status = NodeStatus.REGISTERING
         usage = None
+        remote = self._remote.get(command.node_id)
+        elsewhere = remote.view if remote is not None else None
+        if previous is None and elsewhere is not None and self.evict_remote is not None:
+            # The node moved here from another instance: a takeover, as on one instance.
+            log.info("node moved here; closing its socket on its former instance",
+                     node_id=command.node_id, instance=elsewhere.instance)
+            self.evict_remote(elsewhere.instance, command.node_id)
+        standing = command.standing or (elsewhere.status if elsewhere is not None else None)
+        if previous is None and standing is not None:
+            status = node_state.status_after_move(standing, capabilities, self._health)
         if previous is not None and previous.usage is not None:
             # A reconnect keeps the node's standing (and so its pools) when what we last
             # knew of its load is still healthy with the capabilities it registers now.
@@ -385,12 +453,35 @@ class NodeManager:
                 del self._pairings[code]
                 self._dirty = True
 
+    def _remote_update(self, update: RemoteNodes) -> None:
+        held = {n for n, r in self._remote.items() if r.view.instance == update.instance}
+        gone = held - update.nodes.keys() if update.complete else set()
+        gone |= {n for n, r in update.nodes.items() if r is None and n in held}
+        for node_id in gone:
+            node = self._remote.pop(node_id)
+            self._dirty |= node.pairing is not None
+            self._refresh(node_id)
+        for node_id, node in update.nodes.items():
+            if node is None:
+                continue
+            previous = self._remote.get(node_id)
+            self._remote[node_id] = node
+            if previous is None or (previous.pairing_code, previous.pairing) != (
+                node.pairing_code, node.pairing
+            ):
+                self._dirty = True
+            self._refresh(node_id)
+
     def _refresh(self, node_id: str) -> None:
         """Recompute one node's view and pools; mark dirty only if something changed."""
         record = self._records.get(node_id)
         old = self._views.get(node_id)
-        new = record.view() if record is not None else None
-        if old == new and (old is None or old.link is new.link):
+        if record is not None:
+            new = record.view()
+        else:
+            remote = self._remote.get(node_id)
+            new = remote.view if remote is not None else None
+        if old == new and (old is None or old.link == new.link):
             return
         old_pools = old.pools if old is not None and old.schedulable else frozenset()
         new_pools = new.pools if new is not None and new.schedulable else frozenset()
@@ -406,12 +497,16 @@ class NodeManager:
             return
         self._dirty = False
         self._version += 1
+        pairings = dict(self._pairings)
+        for remote in self._remote.values():
+            if remote.pairing_code is not None and remote.pairing is not None:
+                pairings.setdefault(remote.pairing_code, remote.pairing)  # local wins a clash
         self._publisher.publish(
             Snapshot(
                 self._version,
                 self._views,
                 self._pools,
-                self._pairings,
+                pairings,
                 ready_services=self._health.required_services & SELECTION_SERVICES,
             )
         )
@@ -430,4 +525,19 @@ class NodeManager:
                 usage=codec.converter.unstructure(r.usage) if r.usage else None,
             )
             for r in self._records.values()
+        ] + [
+            NodeSummary(
+                node_id=node_id,
+                status=str(remote.view.status),
+                pairs=sorted(p for p in remote.view.pools if not p.endswith(":*")),
+                services=sorted(remote.view.services),
+                pools=sorted(p for p, members in self._pools.items() if node_id in members),
+                max_concurrent_jobs=remote.view.max_concurrent_jobs,
+                reported_running_jobs=None,
+                last_heartbeat_age_s=None,
+                usage=None,
+                instance=remote.view.instance,
+            )
+            for node_id, remote in self._remote.items()
+            if node_id not in self._records
         ]

@@ -43,10 +43,16 @@ class NodeView:
     accept_public_jobs: bool
     # The handle used to reach the node; identity only, never compared.
     link: Any = attrs.field(eq=False, repr=False)
+    # The instance the node is connected to, when that is another one (None: this one).
+    instance: str | None = None
 
     @property
     def schedulable(self) -> bool:
         return self.status is NodeStatus.READY
+
+    @property
+    def local(self) -> bool:
+        return self.instance is None
 
 
 @attrs.frozen

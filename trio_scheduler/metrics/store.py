@@ -72,8 +72,15 @@ class MeasuredStore:
     async def in_use(self, node_id: str, now_ms: int) -> int:
         return await self._measure("in_use", lambda: self.inner.in_use(node_id, now_ms))
 
-    async def put_node(self, node_id: str, fields: Mapping[str, str]) -> None:
-        await self._measure("put_node", lambda: self.inner.put_node(node_id, fields))
+    async def put_node(
+        self, node_id: str, fields: Mapping[str, str], ttl_ms: int | None = None
+    ) -> None:
+        await self._measure("put_node", lambda: self.inner.put_node(node_id, fields, ttl_ms))
+
+    async def put_nodes(
+        self, nodes: Mapping[str, Mapping[str, str]], ttl_ms: int | None = None
+    ) -> None:
+        await self._measure("put_node", lambda: self.inner.put_nodes(nodes, ttl_ms))
 
     async def remove_node(self, node_id: str) -> None:
         await self._measure("remove_node", lambda: self.inner.remove_node(node_id))

@@ -9,6 +9,7 @@ a node ever waits for it.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -20,6 +21,7 @@ from trio_scheduler.config import Config
 from trio_scheduler.dispatch.dispatcher import Dispatcher
 from trio_scheduler.management.node_state import NodeLimits, check_languages, check_registration
 from trio_scheduler.management.owner import NodeManager
+from trio_scheduler.management.snapshot import NodeStatus
 from trio_scheduler.nodes.link import NodeLink
 from trio_scheduler.protocol import codec
 from trio_scheduler.protocol.codec import ProtocolError
@@ -44,11 +46,17 @@ def new_node_id() -> str:
     return "node-" + secrets.token_hex(4).upper()
 
 
+async def _no_standing(node_id: str) -> None:
+    await trio.lowlevel.checkpoint()
+
+
 @attrs.define
 class NodeServices:
     config: Config
     manager: NodeManager
     dispatcher: Dispatcher
+    # The status a node had on another instance it is moving from (None: unknown).
+    standing: Callable[[str], Awaitable[NodeStatus | None]] = _no_standing
 
 
 @attrs.define
@@ -230,7 +238,12 @@ class NodeConnection:
                 {"field": "node_id"},
             )
             return
-        registered = await self._services.manager.register(node_id, message, self._link)
+        standing = None
+        if message.node_id is not None and previous is None:
+            standing = await self._services.standing(node_id)
+        registered = await self._services.manager.register(
+            node_id, message, self._link, standing
+        )
         self._registration = Registration(node_id, registered.epoch)
         structlog.contextvars.bind_contextvars(node_id=node_id)
         log.info("node registered", node_id=node_id, epoch=registered.epoch)

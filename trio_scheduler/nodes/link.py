@@ -34,6 +34,10 @@ class NodeLink:
         self.queued_chars += len(frame)
         return True
 
+    def assign(self, job_id: str, session_id: str, frame: str) -> bool:
+        """Send a ``job_assign`` (the ids matter to a link that is a message; not here)."""
+        return self.send(frame)
+
     async def next_frame(self) -> str:
         """The oldest queued frame (for the writer); ``trio.EndOfChannel`` once shut."""
         frame = await self._receive.receive()

@@ -56,8 +56,16 @@ class Store(Protocol):
     async def in_use(self, node_id: str, now_ms: int) -> int:
         """Slots of ``node_id`` held by unexpired reservations."""
 
-    async def put_node(self, node_id: str, fields: Mapping[str, str]) -> None:
-        """Mirror the public state of a node (status, capacity, owner instance, …)."""
+    async def put_node(
+        self, node_id: str, fields: Mapping[str, str], ttl_ms: int | None = None
+    ) -> None:
+        """Mirror the public state of a node (status, capacity, owner instance, …), kept
+        ``ttl_ms`` if given (its instance rewrites it while it lives)."""
+
+    async def put_nodes(
+        self, nodes: Mapping[str, Mapping[str, str]], ttl_ms: int | None = None
+    ) -> None:
+        """:meth:`put_node` for several nodes, in one round trip."""
 
     async def remove_node(self, node_id: str) -> None:
         """Forget a node's mirrored state (its reservations expire by themselves)."""

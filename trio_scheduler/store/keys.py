@@ -1,4 +1,8 @@
-"""Key schema of the shared store: one place that names every key."""
+"""Key schema of the shared store: one place that names every key.
+
+Keys a script touches together share a hash tag (the part in braces), so they live in one
+slot and every script runs unchanged on Redis Cluster.
+"""
 
 from __future__ import annotations
 
@@ -16,3 +20,18 @@ class Keys:
     def node(self, node_id: str) -> str:
         """Hash mirroring a node's public state."""
         return f"{self.prefix}node:{node_id}"
+
+    def instances(self) -> str:
+        """Sorted set indexing the live instances (an instance lives while its hash does)."""
+        return f"{self.prefix}{{instances}}"
+
+    def instance(self, instance_id: str) -> str:
+        """Hash describing one live instance; same tag as :meth:`instances`."""
+        return f"{self.instance_prefix()}{instance_id}"
+
+    def instance_prefix(self) -> str:
+        return f"{self.prefix}{{instances}}:"
+
+    def inbox(self, instance_id: str) -> str:
+        """Stream of messages for one instance (jobs for its nodes, answers for its sessions)."""
+        return f"{self.prefix}inbox:{{{instance_id}}}"

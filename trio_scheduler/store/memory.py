@@ -55,9 +55,19 @@ class MemoryStore:
         held = self._reservations.get(node_id, {})
         return sum(1 for expiry in held.values() if expiry > now_ms)
 
-    async def put_node(self, node_id: str, fields: Mapping[str, str]) -> None:
+    async def put_node(
+        self, node_id: str, fields: Mapping[str, str], ttl_ms: int | None = None
+    ) -> None:
         await trio.lowlevel.checkpoint()
         self._nodes.setdefault(node_id, {}).update(fields)
+
+    async def put_nodes(
+        self, nodes: Mapping[str, Mapping[str, str]], ttl_ms: int | None = None
+    ) -> None:
+        """Several nodes at once. One instance alone reads no mirror, so nothing expires."""
+        await trio.lowlevel.checkpoint()
+        for node_id, fields in nodes.items():
+            self._nodes.setdefault(node_id, {}).update(fields)
 
     async def remove_node(self, node_id: str) -> None:
         await trio.lowlevel.checkpoint()

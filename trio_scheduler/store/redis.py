@@ -202,15 +202,99 @@ class RedisStore:
         key = self._keys.reservations(node_id)
         return int(await self._call(("ZCOUNT", key, f"({now_ms}", "+inf"), droppable=True))
 
-    async def put_node(self, node_id: str, fields: Mapping[str, str]) -> None:
+    async def put_node(
+        self, node_id: str, fields: Mapping[str, str], ttl_ms: int | None = None
+    ) -> None:
         if not fields:
             # HSET needs at least one pair, and Redis has no empty hashes: nothing to write.
             await trio.lowlevel.checkpoint()
             return
-        flat: list[Any] = []
-        for name, value in fields.items():
-            flat += (name, value)
-        await self._call(("HSET", self._keys.node(node_id), *flat))
+        key = self._keys.node(node_id)
+        also = (("PEXPIRE", key, ttl_ms),) if ttl_ms is not None else ()
+        await self._call(("HSET", key, *_flat(fields)), also=also)
+
+    async def put_nodes(
+        self, nodes: Mapping[str, Mapping[str, str]], ttl_ms: int | None = None
+    ) -> None:
+        try:
+            requests = []
+            for node_id, fields in nodes.items():
+                key = self._keys.node(node_id)
+                requests.append(self._start(("HSET", key, *_flat(fields))))
+                if ttl_ms is not None:
+                    self._submit(_Request(("PEXPIRE", key, ttl_ms)))
+        except StoreUnavailable:
+            await trio.lowlevel.checkpoint()
+            raise
+        for request in requests:
+            await self._finish(request)
+        if not requests:
+            await trio.lowlevel.checkpoint()
+
+    async def get_nodes(self, node_ids: list[str]) -> dict[str, dict[str, str]]:
+        """Mirrored nodes by id, in one batch; ids without a hash are left out."""
+        try:
+            requests = [self._start(("HGETALL", self._keys.node(n)), droppable=True)
+                        for n in node_ids]
+        except StoreUnavailable:
+            await trio.lowlevel.checkpoint()
+            raise
+        found = {}
+        for node_id, request in zip(node_ids, requests, strict=True):
+            fields = await self._finish(request)
+            if fields:
+                found[node_id] = dict(fields)
+        return found
+
+    # ------------------------------------------------------------------ instances
+
+    async def announce(self, instance_id: str, fields: Mapping[str, str], ttl_ms: int,
+                       expires_at_ms: int) -> bool:
+        """Rewrite this instance's hash for ``ttl_ms`` more; False if it was gone (the
+        first time, or the store lost it)."""
+        script = self._scripts["instance_beat"]
+        existed = await self._call(
+            ("EVALSHA", script.sha, 2, self._keys.instances(), self._keys.instance(instance_id),
+             instance_id, expires_at_ms, ttl_ms, *_flat(fields)),
+            script,
+        )
+        return bool(existed)
+
+    async def live_instances(self) -> dict[str, dict[str, str]]:
+        script = self._scripts["instance_list"]
+        reply = await self._call(
+            ("EVALSHA", script.sha, 1, self._keys.instances(), self._keys.instance_prefix()),
+            script, droppable=True,
+        )
+        return {
+            reply[i]: dict(zip(reply[i + 1][::2], reply[i + 1][1::2], strict=True))
+            for i in range(0, len(reply), 2)
+        }
+
+    async def withdraw(self, instance_id: str) -> None:
+        """A graceful stop: the instance is gone at once, and so is its inbox."""
+        await self._call(("DEL", self._keys.instance(instance_id)),
+                         also=(("ZREM", self._keys.instances(), instance_id),
+                               ("DEL", self._keys.inbox(instance_id))))
+
+    async def open_inbox(self, instance_id: str, ttl_ms: int) -> None:
+        """Create (or keep) this instance's inbox stream for ``ttl_ms`` more. Messages for
+        an instance are only ever added to an existing inbox, so the inbox of an instance
+        that died expires with everything in it."""
+        key = self._keys.inbox(instance_id)
+        await self._call(("XADD", key, "MAXLEN", "~", 1000, "*", "open", "1"),
+                         also=(("PEXPIRE", key, ttl_ms),))
+
+    def post(self, instance_id: str, payload: bytes, max_len: int) -> None:
+        """Add a message to an instance's inbox without waiting (never creates the inbox;
+        the stream keeps about its last ``max_len`` messages)."""
+        self._submit(_Request(("XADD", self._keys.inbox(instance_id), "NOMKSTREAM", "MAXLEN",
+                               "~", max_len, "*", "m", payload)))
+
+    def inbox_reader(self, instance_id: str) -> InboxReader:
+        """A blocking reader of this instance's inbox, on its own connection (run its
+        ``read`` in a worker thread)."""
+        return InboxReader(self._client, self._keys.inbox(instance_id))
 
     async def remove_node(self, node_id: str) -> None:
         await self._call(("DEL", self._keys.node(node_id)))
@@ -235,20 +319,36 @@ class RedisStore:
         *,
         droppable: bool = False,
         undo: tuple[Any, ...] | None = None,
+        also: tuple[tuple[Any, ...], ...] = (),
     ) -> Any:
         """Run one command through the bridge and wait, at most ``call_timeout_s``, for
         its reply. ``undo`` is queued if the caller gives up while the command may still
-        run (a reservation taken for nobody)."""
+        run (a reservation taken for nobody); ``also`` are commands queued right after it,
+        not waited for."""
+        try:
+            request = self._start(command, script, droppable=droppable)
+        except StoreUnavailable:
+            await trio.lowlevel.checkpoint()
+            raise
+        for extra in also:
+            self._submit(_Request(extra))
+        return await self._finish(request, undo)
+
+    def _start(
+        self, command: tuple[Any, ...], script: _Script | None = None, *, droppable: bool = False
+    ) -> _Request:
         hop_started_at = self._hop_started_at
         if hop_started_at is not None and (
             trio.current_time() - hop_started_at > self._call_timeout_s
         ):
-            await trio.lowlevel.checkpoint()
             raise StoreUnavailable(
                 f"Redis has not answered for over {self._call_timeout_s:g} s"
             )
         request = _Request(command, script, droppable=droppable)
         self._submit(request, raise_if_closed=True)
+        return request
+
+    async def _finish(self, request: _Request, undo: tuple[Any, ...] | None = None) -> Any:
         try:
             with trio.move_on_after(self._call_timeout_s):
                 await request.done.wait()
@@ -395,6 +495,39 @@ class RedisStore:
                 raise RuntimeError(f"SCRIPT LOAD of {script.name}.lua gave {sha}, expected {script.sha}")
 
 
+def _flat(fields: Mapping[str, str]) -> list[Any]:
+    flat: list[Any] = []
+    for name, value in fields.items():
+        flat += (name, value)
+    return flat
+
+
+class InboxReader:
+    """Reads one stream with blocking XREAD on a connection of its own (not the bridge's:
+    a blocked read would hold every other command up). Not thread-safe: one thread."""
+
+    def __init__(self, client: redis.Redis, key: str) -> None:
+        kwargs = dict(client.connection_pool.connection_kwargs)
+        self._client = redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=client.connection_pool.connection_class, **kwargs))
+        self._key = key
+        self._last_id = "$"
+
+    def read(self, block_ms: int, count: int) -> list[bytes | str]:
+        """The next messages (their payloads), waiting up to ``block_ms`` for one."""
+        reply = self._client.xread({self._key: self._last_id}, count=count, block=block_ms)
+        payloads = []
+        for _, entries in reply or ():
+            for entry_id, fields in entries:
+                self._last_id = entry_id
+                if "m" in fields:
+                    payloads.append(fields["m"])
+        return payloads
+
+    def close(self) -> None:
+        self._client.close()
+
+
 @asynccontextmanager
 async def open_redis_store(
     url: str,
@@ -428,13 +561,22 @@ async def open_redis_store(
             await trio.to_thread.run_sync(store._load_scripts)
         except _UNREACHABLE as exc:
             log.warning("store.redis.unreachable_at_start", error=str(exc))
+        # The bridge outlives the block's own cancellation: a server that is stopping
+        # still releases slots and withdraws from the store in its cleanup, so the bridge
+        # is stopped only once the block is over.
+        bridge_scope = trio.CancelScope(shield=True)
+
+        async def run_bridge(*, task_status: trio.TaskStatus[None]) -> None:
+            with bridge_scope:
+                await store._bridge(task_status=task_status)
+
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(store._bridge)
+                await nursery.start(run_bridge)
                 try:
                     yield store
                 finally:
-                    nursery.cancel_scope.cancel()
+                    bridge_scope.cancel()
         except BaseExceptionGroup as group:
             # The bridge never raises, so a group here only wraps the exception of the
             # caller's block: give the caller back its own exception, not a group.
