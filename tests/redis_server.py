@@ -40,9 +40,11 @@ def free_port() -> int:
 class RedisServer:
     """One running ``redis-server`` process; :meth:`stop` ends it."""
 
-    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+    def __init__(self, process: subprocess.Popen[str], port: int, argv: list[str] | None = None
+                 ) -> None:
         self.process = process
         self.port = port
+        self.argv = argv
         self.url = f"redis://127.0.0.1:{port}/0"
         self.output: collections.deque[str] = collections.deque(maxlen=200)
         self._lines: queue.Queue[str | None] = queue.Queue()
@@ -70,6 +72,21 @@ class RedisServer:
                 raise RedisServerError(self._report(f"exited with status {code} before being ready"))
             if READY_LINE in line:
                 return
+
+    def restart(self, timeout: float = 15.0) -> None:
+        """Stop the server and start a fresh one on the same port: everything it held is
+        gone (no persistence), as after a crash."""
+        assert self.argv is not None
+        self.stop()
+        self.process = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, bufsize=1,
+        )
+        self._lines = queue.Queue()
+        self._reader = threading.Thread(target=self._read, name=f"redis-server:{self.port}",
+                                        daemon=True)
+        self._reader.start()
+        self.wait_ready(timeout)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -100,24 +117,25 @@ def start_redis_server(directory: Path, *, timeout: float = 15.0, attempts: int 
     error: RedisServerError | None = None
     for _ in range(attempts):
         port = free_port()
+        argv = [
+            executable,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(directory),
+            "--logfile", "",  # log to stdout, where readiness is read
+            "--daemonize", "no",
+        ]
         process = subprocess.Popen(
-            [
-                executable,
-                "--port", str(port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(directory),
-                "--logfile", "",  # log to stdout, where readiness is read
-                "--daemonize", "no",
-            ],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
         )
-        server = RedisServer(process, port)
+        server = RedisServer(process, port, argv)
         try:
             server.wait_ready(timeout)
         except RedisServerError as exc:

@@ -101,9 +101,11 @@ class Scheduler:
             ),
             pairing_code_ttl_s=nodes.pairing_code_ttl_s,
         )
+        instance_id = instance_id or "inst-" + secrets.token_hex(4)
         dispatcher = Dispatcher(
             publisher,
             store,
+            instance_id=instance_id,
             job_timeout_ms=config.jobs.timeout_ms,
             reservation_margin_ms=config.jobs.reservation_margin_ms,
             max_waiting_per_pool=config.jobs.max_waiting_per_pool,
@@ -116,7 +118,6 @@ class Scheduler:
                 queue_size=config.trace.queue_size,
             )
         tally = JobTally(registry, config.metrics.recent_latency_samples)
-        instance_id = instance_id or "inst-" + secrets.token_hex(4)
         scheduler = cls(
             recorder=recorder,
             config=config,

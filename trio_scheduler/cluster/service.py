@@ -68,6 +68,7 @@ class Cluster:
         self.peers: dict[str, dict[str, str]] = {}  # other live instances -> what they say
         self._applied: dict[str, int] = {}  # instance -> version of its nodes applied here
         self._store_reachable = True
+        self.store_resets = 0  # times the store was found to have lost this instance
         self._beat_done = trio.Event()
         dispatcher.relays = self.relays
         manager.evict_remote = self._evict_remote
@@ -128,6 +129,7 @@ class Cluster:
         await self._store.open_inbox(self.instance_id, inbox_ttl_ms)
         if not existed and not first:
             log.warning("the store lost this instance's state (Redis restarted?); rewriting it")
+            self.store_resets += 1
             await self._dispatcher.reassert_reservations()
         await self.directory.rewrite()
         live = await self._store.live_instances()

@@ -138,9 +138,11 @@ class Dispatcher:
         rng: random.Random | None = None,
         clock_ms: Callable[[], int] = wall_ms,
         counters: Counters | None = None,
+        instance_id: str | None = None,
     ) -> None:
         self._publisher = publisher
         self._store = store
+        self.instance_id = instance_id
         self._reservation_ttl_ms = job_timeout_ms + reservation_margin_ms
         self._max_waiting = max_waiting_per_pool
         self._rng = rng or random.Random()
@@ -214,7 +216,7 @@ class Dispatcher:
             load=self.load,
             rng=self._rng,
         )
-        member = reservation_member(job_id, attempt_id)
+        member = reservation_member(job_id, attempt_id, self.instance_id)
         for node in ranked:
             now_ms = self.clock_ms()
             reservation = await self._store.reserve(
@@ -259,7 +261,7 @@ class Dispatcher:
         self._in_flight[node_id] -= 1
         if self._in_flight[node_id] <= 0:
             del self._in_flight[node_id]
-        member = reservation_member(job_id, attempt_id)
+        member = reservation_member(job_id, attempt_id, self.instance_id)
         self._store.release_soon(node_id, member)
         route = self._routes.get(job_id)
         if route is not None and route.held is not None and route.held[1] == member:

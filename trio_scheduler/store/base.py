@@ -77,6 +77,8 @@ class Store(Protocol):
         """True when the store answers; used by ``GET /ready``."""
 
 
-def reservation_member(job_id: str, attempt_id: int) -> str:
-    """The reservation set member of one attempt of one job."""
-    return f"{job_id}:{attempt_id}"
+def reservation_member(job_id: str, attempt_id: int, instance_id: str | None = None) -> str:
+    """The reservation set member of one attempt of one job, taken by ``instance_id``
+    (operators and tests can tell whose slots a node's set holds)."""
+    member = f"{job_id}:{attempt_id}"
+    return f"{member}@{instance_id}" if instance_id else member

@@ -1,0 +1,110 @@
+"""Scheduler instances as real processes (``python -m trio_scheduler serve``), for tests
+that kill one without warning (SIGKILL) or run the supervised ``--workers`` parent.
+
+Readiness is read from the process's own log (its "scheduler listening" line), as for
+redis-server: no sleeping, no polling of the port.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+READY_EVENT = "scheduler listening"
+
+
+class InstanceError(RuntimeError):
+    pass
+
+
+def write_config(path: Path, sections: dict[str, dict]) -> Path:
+    """A TOML config with ``sections`` (flat values only: numbers, strings, booleans)."""
+
+    def value(v) -> str:
+        return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {value(v)}" for key, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class ServerProcess:
+    """One ``trio-scheduler serve`` process with JSON logs read by a thread."""
+
+    def __init__(self, args: list[str], *, env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "trio_scheduler", *args, "--log-format", "json"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True, bufsize=1, env={**os.environ, **(env or {})},
+        )
+        self.log: collections.deque[dict] = collections.deque(maxlen=2000)
+        self._events: queue.Queue[dict | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                event = {"event": line.rstrip("\n")}
+            self.log.append(event)
+            self._events.put(event)
+        self._events.put(None)
+
+    def wait_for(self, event_name: str, timeout: float = 20.0, **fields) -> dict:
+        """Block until a log line with that event (and fields) appears."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                event = self._events.get(timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                raise InstanceError(self._report(f"no {event_name!r} within {timeout} s"))
+            if event is None:
+                raise InstanceError(self._report(f"exited ({self.process.wait()}) before "
+                                                 f"{event_name!r}"))
+            if event.get("event") == event_name and all(
+                event.get(k) == v for k, v in fields.items()
+            ):
+                return event
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no cleanup."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                return self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+    def _report(self, what: str) -> str:
+        tail = "\n".join(json.dumps(e) for e in list(self.log)[-30:])
+        return f"scheduler process {what}; its last log lines:\n{tail}"
+
+
+def start_instance(config: Path, port: int) -> ServerProcess:
+    server = ServerProcess(["serve", "--config", str(config), "--port", str(port)])
+    try:
+        server.wait_for(READY_EVENT, port=port)
+    except InstanceError:
+        server.kill()
+        raise
+    return server
