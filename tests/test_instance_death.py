@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from instances import start_instance, write_config
-from real_peers import WIRE_BOUND_S, outcome_frames
+from real_peers import outcome_frames
 from redis_server import free_port
 from trio_scheduler.simulate.frames import (
     audio_chunk_frame,
