@@ -70,8 +70,7 @@ async def run(args: argparse.Namespace) -> dict:
                 return Peer(client_ws)
 
             async def node_loop(peer: Peer, node_id: str) -> None:
-                while True:
-                    job = await peer.recv_type("job_assign")
+                async for job in peer.frames("job_assign"):
                     dispatch_ms.append((time.perf_counter() - final_sent_at[job["session_id"]]) * 1e3)
                     await peer.send(result_frame(job, node_id))
 

@@ -9,6 +9,7 @@ import trio_websocket
 
 from conftest import RunningServer, make_config
 from http_client import http_exchange, http_request
+from harness import snapshot_where
 from trio_scheduler.server import serve
 from trio_scheduler.simulate.frames import heartbeat_frame, one_way_init, register_frame
 from trio_scheduler.simulate.peer import connect
@@ -112,8 +113,8 @@ async def test_node_socket_closed_leaves_pools_at_once(start_server):
         await node.send(register_frame())
         node_id = (await node.recv())["node_id"]
         await node.send(heartbeat_frame(node_id))
-        await publisher.wait_until(lambda s: node_id in s.pools.get("zh:en", ()))
-    await publisher.wait_until(lambda s: node_id not in s.nodes)
+        await snapshot_where(publisher, lambda s: node_id in s.pools.get("zh:en", ()))
+    await snapshot_where(publisher, lambda s: node_id not in s.nodes)
     assert publisher.current.pools == {}
 
 
@@ -143,7 +144,8 @@ async def test_shutdown_closes_sockets_with_1001(nursery, store_kind, request):
             with pytest.raises(trio_websocket.ConnectionClosed) as closed:
                 await peer.recv()
             assert closed.value.reason.code == 1001
-    await stopped.wait()
+    with trio.fail_after(10):  # shutdown_grace_s (5 s) bounds the stop
+        await stopped.wait()
     with pytest.raises(OSError):
         await trio.open_tcp_stream("127.0.0.1", server.port)
 

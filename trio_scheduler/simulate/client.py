@@ -266,8 +266,7 @@ class FakeClient:
 
     async def _read_frames(self, peer: Peer) -> None:
         try:
-            while True:
-                frame = await peer.recv()
+            async for frame in peer.frames():
                 self._on_frame(frame, trio.current_time())
         except trio_websocket.ConnectionClosed as exc:
             self._on_closed(exc.reason)

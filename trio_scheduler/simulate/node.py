@@ -173,8 +173,7 @@ class FakeNode:
     async def _read_frames(self, nursery: trio.Nursery) -> None:
         assert self._peer is not None
         try:
-            while True:
-                frame = await self._peer.recv()
+            async for frame in self._peer.frames():
                 self._record(frame)
                 kind = frame.get("type")
                 if kind == "job_assign":

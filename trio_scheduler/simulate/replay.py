@@ -160,8 +160,7 @@ async def replay(
 
                 async def receive() -> None:
                     nonlocal node_id
-                    while True:
-                        frame = await peer.recv()
+                    async for frame in peer.frames():
                         if frame.get("type") == "node_register_ack":
                             node_id = frame["node_id"]
                             ready.set()
@@ -187,8 +186,7 @@ async def replay(
 
             async def receive() -> None:
                 nonlocal session_id
-                while True:
-                    frame = await peer.recv()
+                async for frame in peer.frames():
                     if frame.get("type") == "session_init_ack":
                         session_id = frame["session_id"]
                         if recorded_id is not None:
