@@ -45,6 +45,7 @@ import trio_websocket
 from trio_scheduler.simulate.frames import opus_chunk_payload, session_init_frame
 from trio_scheduler.simulate.node import FakeNode
 from trio_scheduler.simulate.peer import connect
+from trio_scheduler.simulate.script import reachability_explained
 
 now = time.monotonic
 
@@ -145,7 +146,7 @@ class SessionLoad:
                 self._settle(i)
                 await self.stream(peer.ws, ack["session_id"], i)
         except (trio_websocket.HandshakeError, OSError, trio.TooSlowError) as exc:
-            self.failed.append(f"{type(exc).__name__}: {exc.__cause__ or exc}")
+            self.failed.append(str(exc) or type(exc).__name__)
             self._settle(i)
         except trio_websocket.ConnectionClosed as exc:
             if not self.go.is_set():
@@ -368,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     load = SessionLoad(args) if args.role == "sessions" else NodeLoad(args)
     try:
-        trio.run(load.run)
+        with reachability_explained(f"bench_load {args.role}"):
+            trio.run(load.run)
     except KeyboardInterrupt:
         pass
     with open(args.out, "wb") as f:

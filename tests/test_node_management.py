@@ -20,7 +20,7 @@ from trio_scheduler.simulate.frames import (
     register_frame,
     result_frame,
 )
-from trio_scheduler.simulate.peer import connect
+from trio_scheduler.simulate.peer import CannotConnect, connect
 
 
 # -- pairing ------------------------------------------------------------------------------
@@ -304,11 +304,11 @@ async def test_admin_api_is_off_without_a_token(start_server):
 
 async def test_node_tokens_are_required_when_configured(start_server):
     server = await start_server(nodes={"auth_tokens": ["tok-1", "tok-2"]})
-    with pytest.raises(trio_websocket.HandshakeError) as refused:
+    with pytest.raises(CannotConnect) as refused:
         async with connect(server.node_url):
             pass
     assert refused.value.status_code == 401
-    with pytest.raises(trio_websocket.HandshakeError):
+    with pytest.raises(CannotConnect):
         async with connect(server.node_url + "?token=nope"):
             pass
     async with connect(server.node_url + "?token=tok-2") as node:

@@ -128,9 +128,6 @@ class FakeNode:
                     nursery.cancel_scope.cancel()
         except trio_websocket.ConnectionClosed as exc:
             self._closed(exc.reason)
-        except trio_websocket.HandshakeError as exc:
-            reason = exc.__cause__ or repr(exc)
-            raise ConnectionError(f"cannot connect to {self.url}: {reason}") from exc
         finally:
             self._peer = None
 

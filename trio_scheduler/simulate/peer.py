@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import orjson
@@ -51,7 +52,39 @@ class Peer:
                 yield frame
 
 
+class CannotConnect(ConnectionError):
+    """The WebSocket could not be opened; the message says why, in one line, and
+    ``status_code`` is the HTTP status when the server refused the upgrade."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def connect_failure(url: str, exc: BaseException) -> str:
+    """Why connecting to ``url`` failed, in words (for people running the scripts)."""
+    if isinstance(exc, ValueError):  # trio-websocket's judgement of the URL
+        return f"{url!r} is not a WebSocket URL (ws://host:port/…): {exc}"
+    if isinstance(exc, trio_websocket.ConnectionRejected):
+        body = (exc.body or b"").decode(errors="replace").strip()
+        return f"{url} refused the connection: HTTP {exc.status_code} {body}".rstrip()
+    if isinstance(exc, trio_websocket.ConnectionTimeout):
+        return f"cannot connect to {url}: no WebSocket handshake in time"
+    cause = exc.__cause__ or exc
+    if isinstance(cause, socket.gaierror):
+        return f"cannot connect to {url}: the host cannot be resolved ({cause.strerror})"
+    return f"cannot connect to {url}: {cause} (is the server running?)"
+
+
 @asynccontextmanager
 async def connect(url: str, *, max_message_size: int = 16 * 1024 * 1024):
-    async with trio_websocket.open_websocket_url(url, max_message_size=max_message_size) as ws:
+    """A :class:`Peer` on ``url``; :class:`CannotConnect` if the socket cannot be opened."""
+    async with AsyncExitStack() as stack:
+        try:
+            ws = await stack.enter_async_context(
+                trio_websocket.open_websocket_url(url, max_message_size=max_message_size)
+            )
+        except (OSError, ValueError, trio_websocket.HandshakeError) as exc:
+            status = getattr(exc, "status_code", None)
+            raise CannotConnect(connect_failure(url, exc), status) from exc
         yield Peer(ws)
