@@ -67,6 +67,7 @@ async def test_a_session_ends_in_one_line_with_its_outcomes(nursery, autojump_cl
     assert ended["log_level"] == "info" and ended["session_id"] == session_id
     assert ended["outcomes"] == {"result": 1, "timeout": 1}
     assert (ended["utterances"], ended["unfinished"], ended["close_code"]) == (2, 0, 1000)
+    assert type(ended["close_code"]) is int  # not the close reason's enum
     assert 30 <= ended["duration_s"] < 31
     [timed_out] = named(logs, "job timed out")
     assert timed_out["log_level"] == "warning"

@@ -27,10 +27,11 @@ class SessionSummary:
 
     def fields(self, now: float, *, unfinished: int, closed: Any = None) -> dict[str, Any]:
         """The session-end line's fields; ``closed`` is the socket's close reason, if any."""
+        code = getattr(closed, "code", None)
         return {
             "duration_s": round(now - self.started_at, 3),
             "utterances": sum(self.outcomes.values()) + unfinished,
             "outcomes": dict(sorted(self.outcomes.items())),
             "unfinished": unfinished,
-            "close_code": getattr(closed, "code", None),
+            "close_code": int(code) if code is not None else None,
         }
