@@ -1,4 +1,6 @@
 # The two commands a newcomer needs: `make serve` and `make test`.
+# Each first runs scripts/bootstrap.sh, which is silent when nothing changed.
+# PYTHON=/path/to/python3.12 make test: (re)build .venv with that interpreter.
 .PHONY: serve test demo bench bench-store
 
 serve:  ## run the scheduler on :5010 with the embedded store

@@ -139,11 +139,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = None,
+             log: Path | None = None) -> None:
+    """Poll ``check`` until true; a process that exits meanwhile is reported with the
+    last line of its ``log`` (where a server says why it could not start)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what}: process exited with {proc.returncode}")
+            lines = log.read_text(errors="replace").splitlines() if log else []
+            why = f": {lines[-1]}" if lines else ""
+            raise RuntimeError(f"{what}: process exited with {proc.returncode}{why}")
         try:
             if check():
                 return
@@ -446,9 +451,10 @@ def run_level(target: str, sessions: int, args: argparse.Namespace,
     workers: list[Worker] = []
     try:
         if target == "relay":
-            wait_for(lambda: tcp_open(port), 20, "relay", server)
+            wait_for(lambda: tcp_open(port), 20, "relay", server, rundir / "server.log")
         else:
-            wait_for(lambda: http_ready(port), 20, "scheduler /ready", server)
+            wait_for(lambda: http_ready(port), 20, "scheduler /ready", server,
+                     rundir / "server.log")
         rss_start = rss_kib(server.pid)
 
         nodes = Worker("nodes", [

@@ -38,7 +38,10 @@ from trio_scheduler.simulate.frames import (
 from trio_scheduler.simulate.memory_socket import memory_websocket_pair
 from trio_scheduler.simulate.peer import Peer
 from trio_scheduler.store import MemoryStore
+from trio_scheduler.simulate.script import reachability_explained
 from trio_scheduler.store.redis import open_redis_store
+
+REDIS_WAIT_S = 5.0  # how long --redis-url gets to answer before the script gives up
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -51,7 +54,8 @@ async def open_bench_store(redis_url: str | None):
     if redis_url is None:
         yield MemoryStore()
         return
-    async with open_redis_store(redis_url, key_prefix=f"bench:{secrets.token_hex(4)}:") as store:
+    async with open_redis_store(redis_url, key_prefix=f"bench:{secrets.token_hex(4)}:",
+                                startup_wait_s=REDIS_WAIT_S) as store:
         yield store
 
 
@@ -70,8 +74,7 @@ async def run(args: argparse.Namespace) -> dict:
                 return Peer(client_ws)
 
             async def node_loop(peer: Peer, node_id: str) -> None:
-                while True:
-                    job = await peer.recv_type("job_assign")
+                async for job in peer.frames("job_assign"):
                     dispatch_ms.append((time.perf_counter() - final_sent_at[job["session_id"]]) * 1e3)
                     await peer.send(result_frame(job, node_id))
 
@@ -135,7 +138,8 @@ def main() -> None:
     import structlog, logging  # noqa: E401
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    report = trio.run(run, args)
+    with reachability_explained("bench_dispatch"):
+        report = trio.run(run, args)
     for key, value in report.items():
         print(f"{key:>20}: {value:.3f}" if isinstance(value, float) else f"{key:>20}: {value}")
 

@@ -45,6 +45,7 @@ import trio_websocket
 from trio_scheduler.simulate.frames import opus_chunk_payload, session_init_frame
 from trio_scheduler.simulate.node import FakeNode
 from trio_scheduler.simulate.peer import connect
+from trio_scheduler.simulate.script import reachability_explained
 
 now = time.monotonic
 
@@ -134,7 +135,7 @@ class SessionLoad:
             async with connect(args.url) as peer:
                 with trio.fail_after(args.connect_timeout):
                     await peer.send(web_init())
-                    ack = await peer.recv()
+                    ack = await peer.recv(within=args.connect_timeout)
                 self.limiter.release_on_behalf_of(i)
                 holding = False
                 if ack.get("type") != "session_init_ack":
@@ -145,7 +146,7 @@ class SessionLoad:
                 self._settle(i)
                 await self.stream(peer.ws, ack["session_id"], i)
         except (trio_websocket.HandshakeError, OSError, trio.TooSlowError) as exc:
-            self.failed.append(f"{type(exc).__name__}: {exc.__cause__ or exc}")
+            self.failed.append(str(exc) or type(exc).__name__)
             self._settle(i)
         except trio_websocket.ConnectionClosed as exc:
             if not self.go.is_set():
@@ -323,11 +324,15 @@ class NodeLoad:
                     await peer.send({"type": "audio_chunk", "session_id": session_id,
                                      "seq": seq + 1, "is_final": True, "payload": ""})
                     seq += 2
-                    with trio.move_on_after(max(2.0, 3 * self.args.service_time)):
-                        frame = await peer.recv_type("translation_result", "error",
-                                                     "missing_result")
-                        if frame["type"] == "translation_result":
-                            break
+                    try:
+                        frame = await peer.recv_type(
+                            "translation_result", "error", "missing_result",
+                            within=max(2.0, 3 * self.args.service_time),
+                        )
+                    except trio.TooSlowError:
+                        frame = {}
+                    if frame.get("type") == "translation_result":
+                        break
                     await trio.sleep(0.2)
             await trio.sleep(0.5)  # let the probe's slot release and the socket close
             return round((now() - started) * 1000, 1)
@@ -364,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     load = SessionLoad(args) if args.role == "sessions" else NodeLoad(args)
     try:
-        trio.run(load.run)
+        with reachability_explained(f"bench_load {args.role}"):
+            trio.run(load.run)
     except KeyboardInterrupt:
         pass
     with open(args.out, "wb") as f:

@@ -27,8 +27,11 @@ from collections.abc import AsyncIterator
 
 import trio
 
+from trio_scheduler.simulate.script import reachability_explained
 from trio_scheduler.store import MemoryStore, Store, reservation_member
 from trio_scheduler.store.redis import RedisStore, open_redis_store
+
+REDIS_WAIT_S = 5.0  # how long --redis-url gets to answer before the script gives up
 
 
 @contextlib.asynccontextmanager
@@ -37,7 +40,8 @@ async def open_backend(name: str, redis_url: str | None) -> AsyncIterator[Store]
         yield MemoryStore()
     else:
         assert redis_url is not None
-        async with open_redis_store(redis_url, key_prefix=f"bench:{secrets.token_hex(4)}:") as store:
+        async with open_redis_store(redis_url, key_prefix=f"bench:{secrets.token_hex(4)}:",
+                                    startup_wait_s=REDIS_WAIT_S) as store:
             yield store
 
 
@@ -123,4 +127,5 @@ def parse_args() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    trio.run(main, parse_args())
+    with reachability_explained("bench_store"):
+        trio.run(main, parse_args())

@@ -24,6 +24,7 @@ from trio_scheduler.logs import configure_logging
 from trio_scheduler.server import serve
 from trio_scheduler.simulate.client import ClientSummary, FakeClient, describe_client_event
 from trio_scheduler.simulate.node import FakeNode, describe_node_event
+from trio_scheduler.simulate.script import reachability_explained
 
 LANGUAGES = ["zh", "en", "ja"]
 NODE_DELAYS_S = (0.3, 0.5)
@@ -170,7 +171,8 @@ async def demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging("console", args.log_level)
-    return trio.run(demo, args)
+    with reachability_explained("demo"):
+        return trio.run(demo, args)
 
 
 if __name__ == "__main__":

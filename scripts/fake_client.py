@@ -17,6 +17,7 @@ import time
 import trio
 
 from trio_scheduler.simulate.client import ClientRejected, FakeClient, describe_client_event
+from trio_scheduler.simulate.script import reachability_explained
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,14 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         on_event=printer,
     )
     try:
-        summary = trio.run(client.run)
+        with reachability_explained("fake_client"):
+            summary = trio.run(client.run)
     except KeyboardInterrupt:
         return 130
     except ClientRejected as exc:
         print(f"fake_client: session refused: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"fake_client: {exc}", file=sys.stderr)
         return 1
     for record in summary.utterances:
         outcome = (f"{record.latency_ms:.0f} ms end-to-end" if record.latency_ms is not None

@@ -16,6 +16,7 @@ import time
 import trio
 
 from trio_scheduler.simulate.node import FakeNode, NodeRejected, describe_node_event
+from trio_scheduler.simulate.script import reachability_explained
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,14 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         on_event=printer,
     )
     try:
-        trio.run(node.run)
+        with reachability_explained("fake_node"):
+            trio.run(node.run)
     except KeyboardInterrupt:
         pass
     except NodeRejected as exc:
         print(f"fake_node: registration refused: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"fake_node: {exc}", file=sys.stderr)
         return 1
     print(f"jobs: {len(node.jobs)}, results: {len(node.results)}, "
           f"cancelled: {len(node.cancelled)}, max in flight: {node.max_in_flight}")

@@ -61,8 +61,7 @@ async def run_scenario(path: Path, scenario) -> None:
             await peer.send(heartbeat_frame(node_id, languages))
 
             async def serve_jobs():
-                while True:
-                    job = await peer.recv_type("job_assign")
+                async for job in peer.frames("job_assign"):
                     nursery.start_soon(behaviour, peer, node_id, job)
 
             async def heartbeats():

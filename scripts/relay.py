@@ -33,6 +33,9 @@ import orjson
 import trio
 import trio_websocket
 
+from trio_scheduler.simulate.script import reachability_explained
+from trio_scheduler.startup import open_listeners
+
 PIPELINE = {"use_asr": True, "use_nmt": True, "use_tts": True, "use_semantic": False,
             "use_tone": False}
 
@@ -191,13 +194,12 @@ async def main_async(host: str, port: int) -> None:
     relay = Relay()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(
-                lambda task_status: trio_websocket.serve_websocket(
-                    relay.handle, host, port, ssl_context=None,
-                    max_message_size=16 * 1024 * 1024, task_status=task_status,
-                )
+            server = trio_websocket.WebSocketServer(
+                relay.handle, await open_listeners(host, port),
+                max_message_size=16 * 1024 * 1024,
             )
-            print(f"relay listening on ws://{host}:{port}", file=sys.stderr, flush=True)
+            await nursery.start(server.run)
+            print(f"relay listening on ws://{host}:{server.port}", file=sys.stderr, flush=True)
             async for _ in signals:
                 nursery.cancel_scope.cancel()
                 break
@@ -208,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5011)
     args = parser.parse_args(argv)
-    trio.run(main_async, args.host, args.port)
+    with reachability_explained("relay"):
+        trio.run(main_async, args.host, args.port)
     return 0
 
 

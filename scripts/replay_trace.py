@@ -5,7 +5,7 @@
 Record a trace with ``trio-scheduler serve --record-trace FILE.jsonl``. The recorded
 browsers and nodes are re-created (ids may differ); for every session the script prints
 whether it got the same outcomes — same results per utterance, same order, same error
-codes — and exits 1 if any session differs. At ``--speed`` above 1 the timing-driven cuts
+codes — and exits 1 if any session differs, 2 if the server cannot be reached. At ``--speed`` above 1 the timing-driven cuts
 (pauses) can fall differently from the recording: use 1 to check behaviour, faster speeds
 to load a server.
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 import trio
 
 from trio_scheduler.simulate.replay import load_trace, replay, url_connector
+from trio_scheduler.simulate.script import reachability_explained
 
 
 def parse_speed(text: str) -> float:
@@ -34,9 +35,12 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=40.0,
                         help="seconds a session waits for its last outcomes")
     args = parser.parse_args()
+    if not args.trace.is_file():
+        parser.error(f"no trace file {args.trace}")
     trace = load_trace(args.trace)
-    reports = trio.run(lambda: replay(trace, url_connector(args.url), speed=args.speed,
-                                      settle_s=args.settle))
+    with reachability_explained("replay_trace"):
+        reports = trio.run(lambda: replay(trace, url_connector(args.url), speed=args.speed,
+                                          settle_s=args.settle))
     for report in reports:
         verdict = "same" if report.matches else "DIFFERENT"
         print(f"session conn {report.conn}: {verdict}")

@@ -306,8 +306,7 @@ class ChaosNode:
 
     async def _read(self, sock: _Socket) -> None:
         try:
-            while True:
-                frame = await sock.peer.recv()
+            async for frame in sock.peer.frames():
                 kind = frame.get("type")
                 if kind == "job_assign":
                     self._on_job_assign(frame, sock)
@@ -576,8 +575,8 @@ class ChaosClient:
 
     async def _read(self, peer: Peer) -> None:
         try:
-            while True:
-                self._on_frame(await peer.recv())
+            async for frame in peer.frames():
+                self._on_frame(frame)
         except trio_websocket.ConnectionClosed as exc:
             self._closed(exc)
 

@@ -9,6 +9,8 @@ import redis
 
 from redis_server import RedisServerError, start_redis_server
 
+pytest_plugins = ["timeout_names"]
+
 # ---------------------------------------------------------------------------------------
 # Real Redis: one redis-server per test session (free port, never 6379), emptied per test.
 # ---------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ import attrs
 import trio
 
 from trio_scheduler.config import Config, with_overrides
+from trio_scheduler.management.publisher import SnapshotPublisher
+from trio_scheduler.management.snapshot import Snapshot
 from trio_scheduler.server import Scheduler
 from trio_scheduler.simulate.frames import heartbeat_frame, register_frame
 from trio_scheduler.simulate.memory_socket import memory_websocket_pair
@@ -15,7 +17,30 @@ from trio_scheduler.simulate.peer import Peer
 from trio_scheduler.store.memory import MemoryStore
 
 
-STATE_CHANGE_BOUND_S = 600
+#: How long a test waits for the scheduler's state to change (Trio clock seconds: virtual
+#: under MockClock, where a stuck wait ends at once; real on real sockets). A wait for a
+#: change behind a longer scheduler timer passes its own ``within``.
+STATE_CHANGE_BOUND_S = 10
+
+
+async def snapshot_where(
+    publisher: SnapshotPublisher, predicate, *, within: float = STATE_CHANGE_BOUND_S
+) -> Snapshot:
+    """The first published snapshot satisfying ``predicate``; TooSlowError after ``within``."""
+    with trio.fail_after(within):
+        return await publisher.wait_until(predicate)
+
+
+def node_status_is(node_id: str, status: str | None):
+    """A snapshot predicate: the node has ``status`` (None: the node is gone)."""
+
+    def reached(snapshot: Snapshot) -> bool:
+        view = snapshot.nodes.get(node_id)
+        if status is None:
+            return view is None
+        return view is not None and str(view.status) == status
+
+    return reached
 
 
 @attrs.define
@@ -73,19 +98,14 @@ class MemoryHarness:
         await self.wait_node_status(node_id, "ready")
         return node, node_id
 
-    async def wait_node_status(self, node_id: str, status: str | None) -> None:
-        """Wait until the node has ``status`` in the snapshot (None: until it is gone)."""
-
-        def reached(snapshot) -> bool:
-            view = snapshot.nodes.get(node_id)
-            if status is None:
-                return view is None
-            return view is not None and str(view.status) == status
-
-        # A bound, not a wait: under MockClock it is virtual time, and a node that never
-        # gets there fails the test instead of spinning the clock forever.
-        with trio.fail_after(STATE_CHANGE_BOUND_S):
-            await self.scheduler.publisher.wait_until(reached)
+    async def wait_node_status(
+        self, node_id: str, status: str | None, *, within: float = STATE_CHANGE_BOUND_S
+    ) -> Snapshot:
+        """The first snapshot where the node has ``status`` (None: where it is gone);
+        ``within`` must cover any scheduler timer the change waits for."""
+        return await snapshot_where(
+            self.scheduler.publisher, node_status_is(node_id, status), within=within
+        )
 
     async def session_id_for(self, client: Peer, init: dict) -> str:
         await client.send(init)

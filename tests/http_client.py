@@ -6,6 +6,8 @@ import attrs
 import orjson
 import trio
 
+HTTP_BOUND_S = 10  # the whole exchange, connect to close
+
 
 @attrs.frozen
 class HttpReply:
@@ -23,7 +25,7 @@ async def http_exchange(
     """One request to 127.0.0.1:port, read until the server closes (it always does).
     ``headers``: extra header lines, each ending in CRLF."""
     headers += f"Authorization: Bearer {token}\r\n" if token else ""
-    with trio.fail_after(10):
+    with trio.fail_after(HTTP_BOUND_S):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             await stream.send_all(f"{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())

@@ -11,9 +11,12 @@ import attrs
 import pytest
 
 from trio_scheduler.config import (
+    RELATIONS_ADVISED,
+    RELATIONS_REQUIRED,
     Config,
     ConfigError,
     config_from_mapping,
+    config_warnings,
     load_config,
     with_overrides,
 )
@@ -254,3 +257,74 @@ def test_scheduler_toml_has_no_unknown_sections(scheduler_toml):
 
 def test_scheduler_toml_loads_to_defaults(scheduler_toml):
     assert load_config(SCHEDULER_TOML) == Config()
+
+
+# ---------------------------------------------------------------------------------------
+# Relations between settings
+
+
+@pytest.mark.parametrize(
+    ("breaking", "holding", "names"),
+    [
+        pytest.param({"nodes": {"heartbeat_timeout_s": 15.0}},
+                     {"nodes": {"heartbeat_timeout_s": 15.5}},
+                     ["heartbeat_timeout_s (15)", "heartbeat_interval_s (15)"], id="heartbeat"),
+        pytest.param({"segmentation": {"hangover_auto_ms": 3000}},
+                     {"segmentation": {"hangover_auto_ms": 2999}},
+                     ["hangover_auto_ms (3000)", "pause_ms (3000)"], id="hangover-auto"),
+        pytest.param({"segmentation": {"pause_ms": 200}},
+                     {"segmentation": {"pause_ms": 201}},
+                     ["hangover_manual_ms (200)", "pause_ms (200)"], id="hangover-manual"),
+        pytest.param({"segmentation": {"min_utterance_ms": 10000}},
+                     {"segmentation": {"min_utterance_ms": 9999}},
+                     ["min_utterance_ms (10000)", "max_duration_ms (10000)"], id="min-utterance"),
+        pytest.param({"nodes": {"default_max_concurrent_jobs": 257}},
+                     {"nodes": {"default_max_concurrent_jobs": 256}},
+                     ["default_max_concurrent_jobs (257)", "max_concurrent_jobs_limit (256)"],
+                     id="default-capacity"),
+        pytest.param({"server": {"max_message_bytes": 87384}},
+                     {"server": {"max_message_bytes": 87385}},
+                     ["max_chunk_bytes (65536, as base64 87384)", "max_message_bytes (87384)"],
+                     id="chunk-in-frame"),
+    ],
+)
+def test_contradictory_settings_are_errors(tmp_path, breaking, holding, names):
+    def toml(sections: dict) -> str:
+        return "".join(f"[{section}]\n" + "".join(f"{k} = {v!r}\n" for k, v in keys.items())
+                       for section, keys in sections.items())
+
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, toml(breaking)))
+    for name in names:
+        assert name in str(info.value)
+    load_config(write(tmp_path, toml(holding)))  # just on the right side: accepted
+
+
+def test_every_relation_is_tested():
+    """One case above per required relation: a new one needs its own."""
+    assert len(RELATIONS_REQUIRED) == 6 and len(RELATIONS_ADVISED) == 2
+
+
+def test_every_broken_relation_is_reported():
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping({"nodes": {"heartbeat_timeout_s": 1.0},
+                             "segmentation": {"min_utterance_ms": 20000}})
+    assert "heartbeat_timeout_s" in str(info.value) and "min_utterance_ms" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("sections", "advice"),
+    [
+        ({"nodes": {"heartbeat_timeout_s": 29.0}}, "one late heartbeat takes a node offline"),
+        ({"jobs": {"pending_timeout_ms": 30001}}, "jobs.pending_timeout_ms (30001) is longer"),
+    ],
+)
+def test_doubtful_settings_are_warnings(sections, advice):
+    config = config_from_mapping(sections)  # accepted
+    [warning] = config_warnings(config)
+    assert advice in warning
+    assert config_warnings(with_overrides(Config(), nodes={"heartbeat_timeout_s": 30.0})) == []
+
+
+def test_defaults_break_no_relation():
+    assert config_warnings(Config()) == []

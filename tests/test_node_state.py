@@ -11,6 +11,7 @@ from trio_scheduler.management.node_state import (
     Capabilities,
     HealthRules,
     check_registration,
+    health_problem,
     is_healthy,
     status_after_heartbeat,
 )
@@ -335,6 +336,27 @@ def test_is_healthy(caps, load, healthy):
 )
 def test_is_healthy_custom_rules(rules, caps, load, healthy):
     assert is_healthy(caps, load, rules) is healthy
+
+
+@pytest.mark.parametrize(
+    ("rules", "caps", "load", "problem"),
+    [
+        (RULES, Capabilities(frozenset({"asr"}), ("zh",), ("en",), ()), usage(),
+         "services not ready: nmt, tts"),
+        (RULES, Capabilities(frozenset({"asr", "nmt", "tts"}), ("zh",), (), ()), usage(),
+         "no language pair it can serve"),
+        (HealthRules(required_services=frozenset({"asr"})),
+         Capabilities(frozenset({"asr"}), (), ("en",), ()), usage(), "no ASR language"),
+        (RULES, BASE, ResourceUsage(cpu_percent=1, mem_percent=1, running_jobs=0,
+                                    gpu_queue_length=17), "gpu_queue_length 17 > 16"),
+        (RULES, BASE, usage(mem=99.5), "mem_percent 99.5 > 95"),
+        (RULES, BASE, usage(), None),
+    ],
+    ids=["services", "no-pair", "no-asr-language", "gpu-queue", "memory", "healthy"],
+)
+def test_health_problem_says_why(rules, caps, load, problem):
+    """The reason goes into the node's status log line."""
+    assert health_problem(caps, load, rules) == problem
 
 
 def test_agent_frames_are_healthy():

@@ -10,7 +10,7 @@ import attrs
 import pytest
 import trio
 
-from harness import MemoryHarness
+from harness import MemoryHarness, snapshot_where
 from trio_scheduler.dispatch.dispatcher import AllFull, Dispatcher
 from trio_scheduler.management.needs import Needs
 from trio_scheduler.management.publisher import SnapshotPublisher
@@ -65,16 +65,17 @@ async def tts_down_node(h: MemoryHarness, **register):
     heartbeat = heartbeat_frame(node_id, ["zh", "en"])
     heartbeat["capability_by_type"] = [{"type": "tts", "ready": False}]
     await node.send(heartbeat)
-    await h.scheduler.publisher.wait_until(lambda s: "tts" not in s.nodes[node_id].services)
+    await snapshot_where(h.scheduler.publisher, lambda s: "tts" not in s.nodes[node_id].services)
     return node, node_id
 
 
 async def stays_silent(peer, seconds: float = 1.0) -> bool:
     """True when ``peer`` gets no frame for ``seconds`` of (mock) time."""
-    with trio.move_on_after(seconds):
-        await peer.recv()
-        return False
-    return True
+    try:
+        await peer.recv(within=seconds)
+    except trio.TooSlowError:
+        return True
+    return False
 
 
 async def test_asr_only_utterance_goes_to_an_asr_only_node(nursery, autojump_clock):
@@ -209,9 +210,8 @@ async def test_waiting_job_is_woken_when_a_node_gets_the_missing_service(
 
     tts_back = heartbeat_frame(partial_id, ["zh", "en"])
     tts_back["capability_by_type"] = [{"type": "tts", "ready": True}]
-    with trio.fail_after(1):  # far below the 10 s pending timeout
-        await partial.send(tts_back)
-        job = await partial.recv_type("job_assign")
+    await partial.send(tts_back)
+    job = await partial.recv_type("job_assign", within=1)  # far below the 10 s pending timeout
     assert job["utterance_index"] == 1
 
 
@@ -361,7 +361,7 @@ async def test_utterance_leaves_out_what_the_session_says(nursery, autojump_cloc
     heartbeat = heartbeat_frame(node_id)
     heartbeat["language_capabilities"] = {"asr_languages": ["zh"], "tts_languages": ["en"]}
     await one_direction.send(heartbeat)
-    await h.scheduler.publisher.wait_until(lambda s: set(s.pools) == {"zh:en", "zh:*"})
+    await snapshot_where(h.scheduler.publisher, lambda s: set(s.pools) == {"zh:en", "zh:*"})
     client = h.session()
     session_id = await h.session_id_for(client, session_init_frame())  # two_way_auto zh/en
     await client.send({**utterance(session_id, 0, FULL), "src_lang": "auto"})

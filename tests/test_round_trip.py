@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 
+from harness import node_status_is, snapshot_where
 
+from trio_scheduler.dispatch.dispatcher import wall_ms
 from trio_scheduler.simulate.frames import (
     audio_chunk_frame,
     heartbeat_frame,
@@ -30,11 +32,7 @@ async def register_ready_node(server, **register_overrides):
 
 
 async def wait_for_node_status(server, node_id, status):
-    def reached(snapshot):
-        view = snapshot.nodes.get(node_id)
-        return view is not None and str(view.status) == status
-
-    await server.scheduler.publisher.wait_until(reached)
+    await snapshot_where(server.scheduler.publisher, node_status_is(node_id, status))
 
 
 async def test_full_round_trip_with_real_frames(start_server):
@@ -53,7 +51,9 @@ async def test_full_round_trip_with_real_frames(start_server):
         assert ack["negotiated_codec"] == "opus"
         assert ack["negotiated_sample_rate"] == 16000
 
-        await client.send(audio_chunk_frame(session_id, 0, client_timestamp_ms=1795359988466))
+        # The browser stamps the chunk 1.5 s before it arrives (its recording time).
+        recorded_at_ms = wall_ms() - 1500
+        await client.send(audio_chunk_frame(session_id, 0, client_timestamp_ms=recorded_at_ms))
         await client.send(audio_chunk_frame(session_id, 1))
         await client.send(audio_chunk_frame(session_id, 2, is_final=True, payload=""))
 
@@ -93,10 +93,12 @@ async def test_full_round_trip_with_real_frames(start_server):
         accepted = await client.recv()
         assert accepted["event"] == "NODE_ACCEPTED" and accepted["status"] == "ok"
 
+        result_sent_at_ms = wall_ms()
         await node.send(result_frame(job, node_id, node_completed_at_ms=None))
         asr_final = await client.recv()
         nmt_done = await client.recv()
         result = await client.recv()
+        result_received_at_ms = wall_ms()
         assert (asr_final["event"], nmt_done["event"]) == ("ASR_FINAL", "NMT_DONE")
         assert result["type"] == "translation_result"
         assert result["session_id"] == session_id
@@ -115,9 +117,13 @@ async def test_full_round_trip_with_real_frames(start_server):
             "web_to_scheduler_ms", "scheduler_to_node_ms", "node_to_scheduler_ms",
             "scheduler_to_web_ms",
         }
-        assert timings["web_to_scheduler_ms"] >= 0
-        assert timings["scheduler_to_web_ms"] >= 0
-        assert isinstance(result["scheduler_sent_at_ms"], int)
+        # Measured from the client's stamp: the 1.5 s plus the chunk's trip, at most as
+        # long as this test has run since the stamp.
+        assert 1500 <= timings["web_to_scheduler_ms"] <= result_received_at_ms - recorded_at_ms
+        # The scheduler held the result no longer than it took to reach the client.
+        leg_ms = result_received_at_ms - result_sent_at_ms
+        assert timings["scheduler_to_web_ms"] <= leg_ms
+        assert result_sent_at_ms <= result["scheduler_sent_at_ms"] <= result_received_at_ms
         assert result["asr_quality_level"] == "good"
         assert result["quality_score"] == 0.92
         assert result["segments_meta"] == {"count": 1, "max_gap": 0, "avg_duration": 1.8}

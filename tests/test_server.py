@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import fakeredis
 import orjson
 import pytest
+import redis
 import trio
 import trio_websocket
 
 from conftest import RunningServer, make_config
 from http_client import http_exchange, http_request
+from harness import snapshot_where
 from trio_scheduler.server import serve
 from trio_scheduler.simulate.frames import heartbeat_frame, one_way_init, register_frame
-from trio_scheduler.simulate.peer import connect
+from trio_scheduler.simulate.peer import CannotConnect, connect
 
 
 async def http_get(port: int, path: str, method: str = "GET") -> tuple[int, dict]:
@@ -60,22 +63,26 @@ async def test_request_head_larger_than_the_limit_gets_400(start_server):
 
 async def test_unknown_websocket_path_is_refused_with_404(start_server):
     server = await start_server()
-    with pytest.raises(trio_websocket.HandshakeError) as refused:
+    with pytest.raises(CannotConnect) as refused:
         async with connect(f"ws://127.0.0.1:{server.port}/ws/other"):
             pass
     assert refused.value.status_code == 404
 
 
-async def test_not_ready_when_redis_is_unreachable(nursery):
-    listener = trio.socket.socket()
-    await listener.bind(("127.0.0.1", 0))
-    dead_port = listener.getsockname()[1]
-    listener.close()  # nothing listens there now
-    config = make_config(store={"redis_url": f"redis://127.0.0.1:{dead_port}/0"})
+async def test_not_ready_while_redis_is_away(nursery, monkeypatch):
+    """Redis answered at start, then went away: the server keeps running and says so."""
+    redis_server = fakeredis.FakeServer()
+    monkeypatch.setattr(redis.Redis, "from_url", lambda url, **_: fakeredis.FakeRedis(
+        server=redis_server, decode_responses=True))
+    config = make_config(store={"redis_url": "redis://127.0.0.1:6399/0"})
     scheduler = await nursery.start(serve, config)
+    assert await http_get(scheduler.port, "/ready") == (200, {"status": "ready"})
+    redis_server.connected = False
     status, body = await http_get(scheduler.port, "/ready")
     assert status == 503 and body["reason"] == "store unreachable"
     assert (await http_get(scheduler.port, "/health"))[0] == 200
+    redis_server.connected = True
+    assert (await http_get(scheduler.port, "/ready"))[0] == 200
 
 
 async def test_invalid_messages_on_both_sockets_keep_them_open(start_server):
@@ -112,8 +119,8 @@ async def test_node_socket_closed_leaves_pools_at_once(start_server):
         await node.send(register_frame())
         node_id = (await node.recv())["node_id"]
         await node.send(heartbeat_frame(node_id))
-        await publisher.wait_until(lambda s: node_id in s.pools.get("zh:en", ()))
-    await publisher.wait_until(lambda s: node_id not in s.nodes)
+        await snapshot_where(publisher, lambda s: node_id in s.pools.get("zh:en", ()))
+    await snapshot_where(publisher, lambda s: node_id not in s.nodes)
     assert publisher.current.pools == {}
 
 
@@ -143,7 +150,8 @@ async def test_shutdown_closes_sockets_with_1001(nursery, store_kind, request):
             with pytest.raises(trio_websocket.ConnectionClosed) as closed:
                 await peer.recv()
             assert closed.value.reason.code == 1001
-    await stopped.wait()
+    with trio.fail_after(10):  # shutdown_grace_s (5 s) bounds the stop
+        await stopped.wait()
     with pytest.raises(OSError):
         await trio.open_tcp_stream("127.0.0.1", server.port)
 

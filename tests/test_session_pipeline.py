@@ -441,8 +441,7 @@ async def test_a_minute_of_streaming_at_the_web_clients_pace(nursery, autojump_c
     answered: list[int] = []
 
     async def answer_jobs():
-        while True:
-            job = await node.recv_type("job_assign")
+        async for job in node.frames("job_assign"):
             jobs.append(job)
             # The long utterance's first part is slow: its successor's result comes first.
             delay = 3.0 if job["utterance_index"] == 2 else 0.3
@@ -620,8 +619,7 @@ async def test_a_new_job_is_not_held_behind_a_redispatch_that_excludes_an_idle_n
     await back.recv_type("node_register_ack")
     await h.wait_node_status(lost_id, "ready")
     await client.send(audio_chunk_frame(session_id, 1, is_final=True))
-    with trio.fail_after(1):
-        job = await back.recv_type("job_assign")
+    job = await back.recv_type("job_assign", within=1)
     assert job["utterance_index"] == 1
 
 
@@ -660,8 +658,7 @@ async def test_held_back_jobs_ask_again_when_the_one_ahead_times_out(nursery, au
             await trio.sleep(3)
 
     nursery.start_soon(speak_every_3_s)
-    with trio.fail_after(30):
-        job = await node.recv_type("job_assign")
+    job = await node.recv_type("job_assign", within=30)
     assert trio.current_time() >= 20  # not before the stale reservation expired
     assert job["utterance_index"] >= 1  # the first ones timed out meanwhile
 

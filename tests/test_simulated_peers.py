@@ -16,6 +16,7 @@ import sys
 
 import trio
 
+from harness import snapshot_where
 from trio_scheduler.simulate.client import FakeClient
 from trio_scheduler.simulate.frames import audio_chunk_frame, one_way_init
 from trio_scheduler.simulate.node import FakeNode
@@ -30,8 +31,7 @@ async def wait_until_ready(server, node_id: str) -> None:
         view = snapshot.nodes.get(node_id)
         return view is not None and view.schedulable
 
-    with trio.fail_after(10):
-        await server.scheduler.publisher.wait_until(ready)
+    await snapshot_where(server.scheduler.publisher, ready)
 
 
 async def start_node(nursery, server, **kwargs) -> FakeNode:

@@ -1,4 +1,9 @@
-"""Command line: ``trio-scheduler serve [--config PATH] [--host H] [--port P] …``."""
+"""Command line: ``trio-scheduler serve …``, ``trio-scheduler check-config FILE``.
+
+Every way of not starting ends in one line naming the cause and an exit code from
+:class:`~trio_scheduler.startup.ExitCode` (listed in README), never in a traceback: a
+traceback means a bug.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,18 @@ import structlog
 import trio
 
 from trio_scheduler import __version__
-from trio_scheduler.config import Config, ConfigError, load_config, with_overrides
-from trio_scheduler.logs import configure_logging
+from trio_scheduler.config import (
+    Config,
+    ConfigError,
+    check_relations,
+    config_warnings,
+    load_config,
+    with_overrides,
+)
 from trio_scheduler.drain import drain
+from trio_scheduler.logs import LEVELS, configure_logging
 from trio_scheduler.server import Scheduler, serve
+from trio_scheduler.startup import ExitCode, startup_error
 
 log = structlog.get_logger(__name__)
 
@@ -26,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the scheduler until SIGINT/SIGTERM")
+    serve_cmd.set_defaults(run=run_serve)
     serve_cmd.add_argument("--config", type=Path, help="TOML config file (see config/scheduler.toml)")
     serve_cmd.add_argument("--host", help="address to listen on (overrides [server] host)")
     serve_cmd.add_argument("--port", type=int, help="port to listen on (overrides [server] port)")
@@ -36,12 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument(
         "--log-format", choices=("console", "json"), help="overrides [logging] format"
     )
+    serve_cmd.add_argument("--log-level", choices=LEVELS, help="overrides [logging] level")
     serve_cmd.add_argument(
         "--record-trace", metavar="FILE.jsonl", help="record every frame in and out (see [trace])"
     )
     serve_cmd.add_argument(
         "--trace-audio", choices=("redact", "full"), help="overrides [trace] audio"
     )
+    check_cmd = commands.add_parser(
+        "check-config", help="validate a config file (keys, types, values and their relations)"
+    )
+    check_cmd.set_defaults(run=run_check_config)
+    check_cmd.add_argument("file", type=Path, help="TOML config file")
     return parser
 
 
@@ -53,15 +73,18 @@ def config_from_args(args: argparse.Namespace) -> Config:
         overrides["server"] = server
     if args.redis_url is not None:
         overrides["store"] = {"redis_url": args.redis_url}
-    if args.log_format is not None:
-        overrides["logging"] = {"format": args.log_format}
+    logging = {k: v for k, v in (("format", args.log_format), ("level", args.log_level)) if v}
+    if logging:
+        overrides["logging"] = logging
     trace = {k: v for k, v in (("path", args.record_trace), ("audio", args.trace_audio)) if v}
     if trace:
         overrides["trace"] = trace
     try:
-        return with_overrides(config, **overrides)
+        config = with_overrides(config, **overrides)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
+    check_relations(config)
+    return config
 
 
 async def run_until_signalled(
@@ -93,19 +116,42 @@ async def _drain_then_stop(scheduler: Scheduler, server_scope: trio.CancelScope)
     server_scope.cancel()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _invalid(exc: ConfigError) -> int:
+    print(f"trio-scheduler: invalid configuration: {exc}", file=sys.stderr)
+    return ExitCode.BAD_CONFIG
+
+
+def run_serve(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except ConfigError as exc:
-        print(f"trio-scheduler: invalid configuration: {exc}", file=sys.stderr)
-        return 2
+        return _invalid(exc)
     configure_logging(config.logging.format, config.logging.level)
-    failed = False
+    for warning in config_warnings(config):
+        log.warning("configuration", advice=warning)
     try:
         trio.run(run_until_signalled, config)
-    except* OSError as group:  # e.g. the port is taken
-        for exc in group.exceptions:
-            log.error("cannot start", error=str(exc))
-        failed = True
-    return 1 if failed else 0
+    except BaseException as exc:
+        error = startup_error(exc)
+        if error is None:
+            raise
+        log.error(f"cannot start: {error}", exit_code=int(error.exit_code))
+        return error.exit_code
+    return ExitCode.OK
+
+
+def run_check_config(args: argparse.Namespace) -> int:
+    """Load the file as ``serve`` would; print what is wrong, or that it is valid."""
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        return _invalid(exc)
+    for warning in config_warnings(config):
+        print(f"{args.file}: warning: {warning}")
+    print(f"{args.file}: valid")
+    return ExitCode.OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))

@@ -8,13 +8,16 @@ silently leaves a default in force.
 
 from __future__ import annotations
 
+import math
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
 import cattrs
 
+from trio_scheduler.logs import LEVELS
 from trio_scheduler.strict import install_strict_hooks
 
 
@@ -69,6 +72,7 @@ class StoreConfig:
     key_prefix: str = "ts:"
     socket_timeout_s: float = attrs.field(default=5.0, validator=_positive)
     call_timeout_ms: int = attrs.field(default=500, validator=_positive)
+    startup_wait_s: float = attrs.field(default=10.0, validator=_positive)
 
 
 @attrs.frozen
@@ -185,9 +189,7 @@ class LoggingConfig:
     format: str = attrs.field(
         default="console", validator=attrs.validators.in_(("console", "json"))
     )
-    level: str = attrs.field(
-        default="info", validator=attrs.validators.in_(("debug", "info", "warning", "error"))
-    )
+    level: str = attrs.field(default="info", validator=attrs.validators.in_(LEVELS))
 
 
 @attrs.frozen
@@ -227,12 +229,107 @@ def _describe(exc: BaseException, expected: type | None) -> str:
 def config_from_mapping(data: dict[str, Any]) -> Config:
     """Build a :class:`Config` from parsed TOML, naming the first bad key on error."""
     try:
-        return _CONVERTER.structure(data, Config)
+        config = _CONVERTER.structure(data, Config)
     except cattrs.ClassValidationError as exc:
         problems = cattrs.transform_error(exc, path="config", format_exception=_describe)
         raise ConfigError("; ".join(problems)) from None
     except (TypeError, ValueError) as exc:  # attrs validators raise these
         raise ConfigError(str(exc)) from None
+    check_relations(config)
+    return config
+
+
+# ---------------------------------------------------------------------------------------
+# Relations between settings. Each key is valid alone; together some cannot work (an
+# error) or very likely are a slip (a warning). Messages name both keys, their values and
+# what would happen.
+
+
+@attrs.frozen
+class Relation:
+    holds: Callable[[Config], bool]
+    message: str  # formatted with the config as ``c``
+
+
+def _base64_length(size: int) -> int:
+    return 4 * math.ceil(size / 3)
+
+
+RELATIONS_REQUIRED = (
+    Relation(
+        lambda c: c.nodes.heartbeat_timeout_s > c.nodes.heartbeat_interval_s,
+        "nodes.heartbeat_timeout_s ({c.nodes.heartbeat_timeout_s:g}) must be longer than "
+        "nodes.heartbeat_interval_s ({c.nodes.heartbeat_interval_s:g}): a node "
+        "heartbeating on time would be taken offline",
+    ),
+    Relation(
+        lambda c: c.segmentation.hangover_auto_ms < c.segmentation.pause_ms,
+        "segmentation.hangover_auto_ms ({c.segmentation.hangover_auto_ms}) must be shorter "
+        "than segmentation.pause_ms ({c.segmentation.pause_ms}): an utterance would wait "
+        "longer to be sent than the silence that ended it",
+    ),
+    Relation(
+        lambda c: c.segmentation.hangover_manual_ms < c.segmentation.pause_ms,
+        "segmentation.hangover_manual_ms ({c.segmentation.hangover_manual_ms}) must be "
+        "shorter than segmentation.pause_ms ({c.segmentation.pause_ms}): an utterance "
+        "would wait longer to be sent than a silence that ends one",
+    ),
+    Relation(
+        lambda c: c.segmentation.min_utterance_ms < c.segmentation.max_duration_ms,
+        "segmentation.min_utterance_ms ({c.segmentation.min_utterance_ms}) must be shorter "
+        "than segmentation.max_duration_ms ({c.segmentation.max_duration_ms}): every "
+        "utterance would be dropped as too short",
+    ),
+    Relation(
+        lambda c: c.nodes.default_max_concurrent_jobs <= c.nodes.max_concurrent_jobs_limit,
+        "nodes.default_max_concurrent_jobs ({c.nodes.default_max_concurrent_jobs}) must not "
+        "exceed nodes.max_concurrent_jobs_limit ({c.nodes.max_concurrent_jobs_limit}): a "
+        "node that declares nothing would get more jobs than a node may declare",
+    ),
+    Relation(
+        lambda c: _base64_length(c.sessions.max_chunk_bytes) < c.server.max_message_bytes,
+        "sessions.max_chunk_bytes ({c.sessions.max_chunk_bytes}, as base64 "
+        "{base64_chunk}) must fit in server.max_message_bytes "
+        "({c.server.max_message_bytes}): the socket would be closed (1009) before the "
+        "chunk limit could answer",
+    ),
+)
+
+RELATIONS_ADVISED = (
+    Relation(
+        lambda c: c.nodes.heartbeat_timeout_s >= 2 * c.nodes.heartbeat_interval_s,
+        "nodes.heartbeat_timeout_s ({c.nodes.heartbeat_timeout_s:g}) is less than two "
+        "nodes.heartbeat_interval_s ({c.nodes.heartbeat_interval_s:g}): one late heartbeat "
+        "takes a node offline",
+    ),
+    Relation(
+        lambda c: c.jobs.pending_timeout_ms <= c.jobs.timeout_ms,
+        "jobs.pending_timeout_ms ({c.jobs.pending_timeout_ms}) is longer than "
+        "jobs.timeout_ms ({c.jobs.timeout_ms}): a job may wait for a free node longer than "
+        "a node is given to run it",
+    ),
+)
+
+
+def _broken(config: Config, relations: tuple[Relation, ...]) -> list[str]:
+    base64_chunk = _base64_length(config.sessions.max_chunk_bytes)
+    return [
+        relation.message.format(c=config, base64_chunk=base64_chunk)
+        for relation in relations
+        if not relation.holds(config)
+    ]
+
+
+def check_relations(config: Config) -> None:
+    """Raise :class:`ConfigError` naming every required relation the config breaks."""
+    problems = _broken(config, RELATIONS_REQUIRED)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Advised relations the config breaks: it works, but probably not as meant."""
+    return _broken(config, RELATIONS_ADVISED)
 
 
 def load_config(path: Path | None) -> Config:

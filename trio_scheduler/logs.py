@@ -1,14 +1,22 @@
-"""Structured logs: readable in a terminal, one JSON object per line in production."""
+"""Structured logs: readable in a terminal, one JSON object per line in production.
+
+What is logged at which level (README, "Logs"): ``info`` tells an operator what happened
+to peers — a session's end with its outcomes, a node's status changes, a peer refused and
+why — and ``warning`` what went wrong (a job failed or timed out, a node went silent);
+``debug`` adds every job's steps. Nothing is logged per audio chunk or per heartbeat.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-
 import structlog
+
+LEVELS = ("debug", "info", "warning", "error")
 
 
 def configure_logging(log_format: str = "console", level: str = "info") -> None:
+    """Send structlog's lines to stderr, from ``level`` up."""
     renderer = (
         structlog.processors.JSONRenderer()
         if log_format == "json"

@@ -45,6 +45,7 @@ from trio_scheduler.metrics.jobs import JobTally
 from trio_scheduler.metrics.store import MeasuredStore
 from trio_scheduler.nodes.connection import NodeServices, run_node_socket
 from trio_scheduler.sessions.session import SessionServices, run_session_socket
+from trio_scheduler.startup import open_listeners
 from trio_scheduler.store import open_store
 from trio_scheduler.store.base import Store
 from trio_scheduler.trace import RecordingSocket, TraceRecorder
@@ -224,6 +225,7 @@ async def serve(
         key_prefix=config.store.key_prefix,
         socket_timeout_s=config.store.socket_timeout_s,
         call_timeout_s=config.store.call_timeout_ms / 1000,
+        startup_wait_s=config.store.startup_wait_s,
     ) as store:
         scheduler = Scheduler.build(config, store)
         async with scheduler.background_tasks() as service_nursery:
@@ -234,7 +236,7 @@ async def _serve_connections(
     scheduler: Scheduler, service_nursery: trio.Nursery, task_status: trio.TaskStatus[Scheduler]
 ) -> None:
     config = scheduler.config
-    listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
+    listeners = await open_listeners(config.server.host, config.server.port)
     scheduler.port = listeners[0].socket.getsockname()[1]
     router = route_table(scheduler)
     front_door = scheduler.front_door = FrontDoor(

@@ -29,6 +29,7 @@ import structlog
 import trio
 
 from trio_scheduler.config import JobsConfig
+from trio_scheduler.dispatch import job_log
 from trio_scheduler.dispatch.dispatcher import (
     AllFull,
     CapacityFreed,
@@ -165,6 +166,10 @@ class SessionJobs:
     def bind(self, session: Binding) -> None:
         self._session = session
 
+    @property
+    def _session_id(self) -> str:
+        return self._session.session_id if self._session is not None else "-"
+
     def attach(self, nursery: trio.Nursery) -> None:
         """Where attempts run: a nursery that lives as long as the session."""
         self._nursery = nursery
@@ -294,6 +299,7 @@ class SessionJobs:
                 self._metrics.job_dispatched(job, now)
                 self._sticky_node_id = node_id
                 self._alerts.all_clear()
+                job_log.dispatched(job, session.session_id)
                 await self._reporter.send(
                     UiEvent(session.trace_id, session.session_id, job.job_id,
                             job.utterance_index, "DISPATCHED")
@@ -347,6 +353,7 @@ class SessionJobs:
             await self._give_up(job, now, reason="the waiting queue is full")
             return
         self._transition(job, JobEvent.WAIT)
+        job_log.waiting(job, self._session_id, for_capacity=for_capacity)
         wait_ms = self._config.pending_timeout_ms if for_capacity else self._config.no_node_wait_ms
         job.deadline = now + wait_ms / 1000
         if for_capacity and now >= self._paused_until:
@@ -544,6 +551,7 @@ class SessionJobs:
         )
 
     async def _finish(self, job: Job, outcome: Outcome, now: float) -> None:
+        job_log.ended(job, outcome, self._session_id)
         self._metrics.job_finished(self._session.session_id if self._session else "-", job, outcome)
         job.deadline = None
         self._dispatcher.forget(job.job_id)

@@ -192,15 +192,16 @@ class FrontDoor:
             if scope.cancelled_caught or request is None:
                 await stream.aclose()
                 return
-        except (h11.RemoteProtocolError, RequestHeadTooLarge):
-            await self._reply_and_close(stream, Response.json(400, {"error": "bad request"}))
+        except (h11.RemoteProtocolError, RequestHeadTooLarge) as exc:
+            why = "request head too large" if isinstance(exc, RequestHeadTooLarge) else str(exc)
+            await self._refuse(stream, None, Response.json(400, {"error": "bad request"}), why)
             return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
         if self.open_connections > self.max_connections:
             # Over the limit: a plain refusal the peer can retry, before any real work.
             self.refused_over_limit += 1
-            await self._reply_and_close(stream, Response.json(503, {"error": "too many connections"}))
+            await self._refuse(stream, request, Response.json(503, {"error": "too many connections"}))
             return
         if not request.is_websocket:
             try:
@@ -212,11 +213,11 @@ class FrontDoor:
             return
         handler = self.websocket_routes.get(request.path)
         if handler is None:
-            await self._reply_and_close(stream, Response.json(404, {"error": "no such socket"}))
+            await self._refuse(stream, request, Response.json(404, {"error": "no such socket"}))
             return
         refusal = self.admit(request)
         if refusal is not None:
-            await self._reply_and_close(stream, refusal)
+            await self._refuse(stream, request, refusal)
             return
         await self._serve_websocket(ReplayStream(raw, stream), request, handler)
 
@@ -244,6 +245,17 @@ class FrontDoor:
                 await ws.aclose(code, reason)
             await stream.aclose()
 
+    async def _refuse(
+        self, stream: trio.abc.Stream, request: Request | None, response: Response,
+        why: str | None = None,
+    ) -> None:
+        """Turn a peer away: one log line saying who and why, then the HTTP answer."""
+        log.info("peer refused", status=response.status,
+                 path=request.path if request is not None else None,
+                 why=why or orjson.loads(response.body).get("error"),
+                 peer=_peer_address(stream))
+        await self._reply_and_close(stream, response)
+
     async def _reply_and_close(
         self, stream: trio.abc.Stream, response: Response, method: str = "GET"
     ) -> None:
@@ -253,3 +265,12 @@ class FrontDoor:
             pass
         finally:
             await stream.aclose()
+
+
+def _peer_address(stream: trio.abc.Stream) -> str | None:
+    """``host:port`` of the peer of a TCP stream (None for other streams)."""
+    try:
+        host, port, *_ = stream.socket.getpeername()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return None
+    return f"{host}:{port}"

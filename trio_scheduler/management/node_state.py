@@ -166,28 +166,47 @@ class HealthRules:
     max_gpu_queue: int = 16
 
 
-def is_capable(capabilities: Capabilities, rules: HealthRules) -> bool:
-    """Required services ready and languages usable, whatever the load.
+def capability_problem(capabilities: Capabilities, rules: HealthRules) -> str | None:
+    """Why a node cannot take work whatever its load (None: it can): a required service
+    not ready, or no usable language.
 
     "Usable" follows the required services: when every node must translate or speak
     (NMT or TTS required, the default) it needs a directed pair; when only ASR is
     required, a recognised language is enough (it can take ASR-only jobs).
     """
-    if not rules.required_services <= capabilities.services_ready:
-        return False
-    usable = capabilities.pairs if rules.required_services & TARGET_SERVICES else capabilities.pools
-    return bool(usable)
+    if missing := rules.required_services - capabilities.services_ready:
+        return f"services not ready: {', '.join(sorted(missing))}"
+    pairs_needed = bool(rules.required_services & TARGET_SERVICES)
+    if not (capabilities.pairs if pairs_needed else capabilities.pools):
+        return "no language pair it can serve" if pairs_needed else "no ASR language"
+    return None
+
+
+def is_capable(capabilities: Capabilities, rules: HealthRules) -> bool:
+    return capability_problem(capabilities, rules) is None
+
+
+def health_problem(
+    capabilities: Capabilities, usage: ResourceUsage, rules: HealthRules
+) -> str | None:
+    """Why a node may not take work (None: it may): not capable (see
+    :func:`capability_problem`), or overloaded. The words go into the node's status log
+    line."""
+    if problem := capability_problem(capabilities, rules):
+        return problem
+    if usage.gpu_queue_length is not None and usage.gpu_queue_length > rules.max_gpu_queue:
+        return f"gpu_queue_length {usage.gpu_queue_length} > {rules.max_gpu_queue}"
+    limit = rules.resource_threshold_percent
+    for name in ("cpu_percent", "mem_percent", "gpu_percent"):
+        load = getattr(usage, name)
+        if load is not None and load > limit:
+            return f"{name} {load:g} > {limit:g}"
+    return None
 
 
 def is_healthy(capabilities: Capabilities, usage: ResourceUsage, rules: HealthRules) -> bool:
-    """A node may take work: capable (see :func:`is_capable`) and not overloaded."""
-    if not is_capable(capabilities, rules):
-        return False
-    if usage.gpu_queue_length is not None and usage.gpu_queue_length > rules.max_gpu_queue:
-        return False
-    limit = rules.resource_threshold_percent
-    loads = (usage.cpu_percent, usage.mem_percent, usage.gpu_percent)
-    return all(load is None or load <= limit for load in loads)
+    """A node may take work: required services ready, languages usable, not overloaded."""
+    return health_problem(capabilities, usage, rules) is None
 
 
 def status_after_heartbeat(current: NodeStatus, healthy: bool) -> NodeStatus:

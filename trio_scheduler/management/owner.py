@@ -10,6 +10,7 @@ comparisons, whatever the number of nodes.
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -135,6 +136,15 @@ Command = (
     Register | Heartbeat | Disconnect | Drain | Undrain | RemoteNodes | Evict | Sweep
     | ListNodes
 )
+
+
+def _log_status(
+    node_id: str, old: NodeStatus | None, new: NodeStatus, reason: str, *,
+    level: int = logging.INFO, **fields: Any,
+) -> None:
+    """Every change of a node's status is one line: from what, to what, and why."""
+    log.log(level, "node status", node_id=node_id, old=str(old) if old is not None else None,
+            new=str(new), reason=reason, **fields)
 
 
 @attrs.define
@@ -330,12 +340,14 @@ class NodeManager:
         message = command.message
         epoch = next(self._epochs)
         previous = self._records.get(command.node_id)
+        was = previous.status if previous is not None else None
         if previous is not None and previous.link is not command.link:
             log.info("node re-registered; closing its older socket", node_id=command.node_id)
             previous.link.close_soon(CloseCode.REPLACED, "replaced by a newer registration")
         if previous is None:
             departed = self._departed.pop(command.node_id, None)
             previous = departed[0] if departed else None
+            was = NodeStatus.OFFLINE if departed else None
         if previous is not None:
             self._pairings.pop(previous.pairing_code, None)
         capabilities = Capabilities.from_register(message)
@@ -374,6 +386,7 @@ class NodeManager:
             pairing_code=code,
             usage=usage,
         )
+        _log_status(command.node_id, was, status, "registered", epoch=epoch)
         self._refresh(command.node_id)
         self._dirty = True  # the pairing table changed
         return Registered(epoch, code)
@@ -394,11 +407,12 @@ class NodeManager:
         record.usage = message.resource_usage
         if message.capability_by_type is not None or message.language_capabilities is not None:
             record.capabilities = record.capabilities.from_heartbeat(message)
-        healthy = node_state.is_healthy(record.capabilities, message.resource_usage, self._health)
-        status = node_state.status_after_heartbeat(record.status, healthy)
+        problem = node_state.health_problem(
+            record.capabilities, message.resource_usage, self._health
+        )
+        status = node_state.status_after_heartbeat(record.status, problem is None)
         if status is not record.status:
-            log.info("node status", node_id=record.node_id, old=str(record.status),
-                     new=str(status))
+            _log_status(record.node_id, record.status, status, problem or "healthy heartbeat")
             record.status = status
         self._refresh(command.node_id)
 
@@ -409,6 +423,7 @@ class NodeManager:
         del self._records[command.node_id]
         self._pairings.pop(record.pairing_code, None)
         if record.status is not NodeStatus.OFFLINE:
+            _log_status(record.node_id, record.status, NodeStatus.OFFLINE, "socket closed")
             self._departed[command.node_id] = (record, now)
         self._refresh(command.node_id)
         self._dirty = True
@@ -419,9 +434,9 @@ class NodeManager:
         if record is None or record.status is NodeStatus.OFFLINE:
             return False
         if record.status is not NodeStatus.DRAINING:
+            _log_status(record.node_id, record.status, NodeStatus.DRAINING, command.reason)
             record.status = NodeStatus.DRAINING
             record.link.send(codec.encode(NodeControl("drain", command.reason)))
-            log.info("node draining", node_id=record.node_id, reason=command.reason)
             self._refresh(command.node_id)
         return True
 
@@ -441,7 +456,8 @@ class NodeManager:
         for record in list(self._records.values()):
             silent_for = now - record.last_heartbeat_at
             if record.status is not NodeStatus.OFFLINE and silent_for > self._timeout:
-                log.warning("node heartbeat timed out", node_id=record.node_id, silent_s=silent_for)
+                _log_status(record.node_id, record.status, NodeStatus.OFFLINE,
+                            f"no heartbeat for {silent_for:.0f} s", level=logging.WARNING)
                 record.status = NodeStatus.OFFLINE
                 self._refresh(record.node_id)
                 record.link.close_soon(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")

@@ -226,6 +226,7 @@ class NodeConnection:
             message, require_gpu=self._services.config.nodes.require_gpu, limits=self._limits
         )
         if rejection is not None:
+            log.info("node refused", code=str(rejection.code), why=rejection.message)
             await self._send_error(rejection.code, rejection.message, rejection.details)
             return
         previous = self._registration
@@ -246,7 +247,6 @@ class NodeConnection:
         )
         self._registration = Registration(node_id, registered.epoch)
         structlog.contextvars.bind_contextvars(node_id=node_id)
-        log.info("node registered", node_id=node_id, epoch=registered.epoch)
         # Through the outbound queue, so the ack precedes any job_assign for this node.
         self._link.send(
             codec.encode(
@@ -270,5 +270,4 @@ class NodeConnection:
             return
         removed = await self._services.manager.disconnect(registration.node_id, registration.epoch)
         if removed:
-            log.info("node offline", node_id=registration.node_id)
             self._services.dispatcher.node_lost(registration.node_id, self._link)

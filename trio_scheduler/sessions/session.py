@@ -56,6 +56,7 @@ from trio_scheduler.sessions.segmenter import (
     Segmenter,
     SegmenterSettings,
 )
+from trio_scheduler.sessions.summary import SessionSummary
 from trio_scheduler.sessions.spec import (
     SessionSpec,
     check_session_init,
@@ -183,6 +184,7 @@ class SessionTask:
             metrics=services.metrics,
         )
         self._last_client_at = trio.current_time()
+        self._summary = SessionSummary(self._last_client_at)
         self._closing_deadline: float | None = None
         self._finished = False
         self.undecodable_payloads = 0
@@ -219,7 +221,7 @@ class SessionTask:
                     # A bug must not cost the user the session: the event is dropped,
                     # logged, and the session goes on.
                     log.exception("session event failed", session_id=self.session_id,
-                                  event=type(event).__name__)
+                                  event_type=type(event).__name__)
             if not self._finished:
                 try:
                     await self._on_timers(trio.current_time())
@@ -345,12 +347,14 @@ class SessionTask:
             session_id = new_session_id()
         checked = check_session_init(message, session_id)
         if isinstance(checked, Rejection):
+            log.info("session refused", code=str(checked.code), why=checked.message)
             await self.send_error(checked.code, checked.message, checked.details)
             return
         if message.pairing_code:
             snapshot = self._dispatcher.snapshot
             node_id = snapshot.paired_node(message.pairing_code, trio.current_time())
             if node_id is None:
+                log.info("session refused", code="INVALID_PAIRING_CODE", why="unknown code")
                 await self.send_error(
                     ErrorCode.INVALID_PAIRING_CODE, "pairing code is unknown or has expired",
                     {"field": "pairing_code"},
@@ -616,6 +620,7 @@ class SessionTask:
         spec = self._spec
         if spec is None:
             return
+        self._summary.told(released)
         for item in released:
             sent_at_ms = self._services.clock_ms()
             if isinstance(item, Deliver):
@@ -672,6 +677,8 @@ class SessionTask:
         self._services.metrics.session_ended(self)
         if self._spec is not None:
             self._services.sessions.pop(self._spec.session_id, None)
+            log.info("session ended", session_id=self._spec.session_id, **self._summary.fields(
+                trio.current_time(), unfinished=len(list(self._jobs)), closed=self._ws.closed))
         self._jobs.cleanup(self._inbox.take_node_events())
         await trio.lowlevel.checkpoint()
 

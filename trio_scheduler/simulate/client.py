@@ -168,16 +168,9 @@ class FakeClient:
     async def run(self) -> ClientSummary:
         """Open a session, stream every utterance, collect outcomes, close; the summary.
 
-        Raises :class:`ConnectionError` when the server cannot be reached and
-        :class:`ClientRejected` when it refuses the ``session_init``.
+        Raises :class:`~trio_scheduler.simulate.peer.CannotConnect` when the server
+        cannot be reached and :class:`ClientRejected` when it refuses the ``session_init``.
         """
-        try:
-            return await self._run()
-        except trio_websocket.HandshakeError as exc:
-            reason = exc.__cause__ or repr(exc)
-            raise ConnectionError(f"cannot connect to {self.url}: {reason}") from exc
-
-    async def _run(self) -> ClientSummary:
         async with connect(self.url) as peer:
             await self._init(peer)
             async with trio.open_nursery() as nursery:
@@ -266,8 +259,7 @@ class FakeClient:
 
     async def _read_frames(self, peer: Peer) -> None:
         try:
-            while True:
-                frame = await peer.recv()
+            async for frame in peer.frames():
                 self._on_frame(frame, trio.current_time())
         except trio_websocket.ConnectionClosed as exc:
             self._on_closed(exc.reason)

@@ -18,7 +18,7 @@ import attrs
 import orjson
 import trio
 
-from trio_scheduler.simulate.peer import Peer
+from trio_scheduler.simulate.peer import RECV_BOUND_S, Peer
 
 JOB_FRAMES = ("job_ack", "job_started", "asr_partial", "job_result")
 
@@ -142,7 +142,8 @@ async def replay(
                         frame = dict(frame, node_id=node_id)
                     await peer.send(frame)
                     if frame.get("type") == "node_register":
-                        await ready.wait()
+                        with trio.fail_after(RECV_BOUND_S):  # the ack, or the server is stuck
+                            await ready.wait()
 
             async def answer(job: dict) -> None:
                 recorded_session = session_ids.get(job["session_id"])
@@ -160,8 +161,7 @@ async def replay(
 
                 async def receive() -> None:
                     nonlocal node_id
-                    while True:
-                        frame = await peer.recv()
+                    async for frame in peer.frames():
                         if frame.get("type") == "node_register_ack":
                             node_id = frame["node_id"]
                             ready.set()
@@ -187,8 +187,7 @@ async def replay(
 
             async def receive() -> None:
                 nonlocal session_id
-                while True:
-                    frame = await peer.recv()
+                async for frame in peer.frames():
                     if frame.get("type") == "session_init_ack":
                         session_id = frame["session_id"]
                         if recorded_id is not None:
@@ -208,7 +207,8 @@ async def replay(
                         frame = dict(frame, session_id=session_id)
                     await peer.send(frame)
                     if frame.get("type") == "session_init" and recorded_id is not None:
-                        await acked.wait()
+                        with trio.fail_after(RECV_BOUND_S):
+                            await acked.wait()
                 if not expected:
                     enough.set()
                 with trio.move_on_after(settle_s):

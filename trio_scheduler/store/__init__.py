@@ -30,11 +30,13 @@ async def open_store(
     key_prefix: str = "ts:",
     socket_timeout_s: float = 5.0,
     call_timeout_s: float = 0.5,
+    startup_wait_s: float | None = None,
 ) -> AsyncIterator[Store]:
     """Yield the configured store for the block's duration.
 
-    ``redis_url=None`` gives a fresh :class:`MemoryStore` (``key_prefix`` does not apply);
-    otherwise the store of :func:`~trio_scheduler.store.redis.open_redis_store`.
+    ``redis_url=None`` gives a fresh :class:`MemoryStore` (``key_prefix`` and
+    ``startup_wait_s`` do not apply); otherwise the store of
+    :func:`~trio_scheduler.store.redis.open_redis_store`.
     """
     if redis_url is None:
         yield MemoryStore()
@@ -47,5 +49,6 @@ async def open_store(
         key_prefix=key_prefix,
         socket_timeout_s=socket_timeout_s,
         call_timeout_s=call_timeout_s,
+        startup_wait_s=startup_wait_s,
     ) as store:
         yield store

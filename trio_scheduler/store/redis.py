@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import math
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -51,6 +52,7 @@ import redis.exceptions
 import structlog
 import trio
 
+from trio_scheduler.startup import StoreUnreachable
 from trio_scheduler.store.base import Reservation, StoreUnavailable
 from trio_scheduler.store.keys import Keys
 
@@ -536,6 +538,7 @@ async def open_redis_store(
     client: redis.Redis | None = None,
     socket_timeout_s: float = 5.0,
     call_timeout_s: float = 0.5,
+    startup_wait_s: float | None = None,
 ) -> AsyncIterator[RedisStore]:
     """Open a :class:`RedisStore` on ``url`` and run its bridge task for the block's duration.
 
@@ -543,9 +546,13 @@ async def open_redis_store(
     ``fakeredis.FakeRedis(decode_responses=True)``); it must decode responses. A client
     passed in belongs to the caller and is not closed; the one built here is.
 
-    Redis being down does not prevent opening: the scripts are loaded now if Redis answers
-    and otherwise on the first NOSCRIPT reply, calls raise :class:`StoreUnavailable` and
-    ``ping()`` is False until it comes back, so readiness can report it.
+    With ``startup_wait_s``, Redis must answer within that many seconds (it is asked again
+    and again meanwhile, as it may be starting too), else :class:`StoreUnreachable`: a
+    server started against a Redis it cannot reach says so at once rather than failing
+    every job. Without it, Redis being down does not prevent opening: the scripts are
+    loaded now if Redis answers and otherwise on the first NOSCRIPT reply, calls raise
+    :class:`StoreUnavailable` and ``ping()`` is False until it comes back. Either way a
+    later outage is reported by readiness and by the jobs it fails.
     """
     owns_client = client is None
     if client is None:
@@ -557,10 +564,13 @@ async def open_redis_store(
         )
     try:
         store = RedisStore(client, key_prefix=key_prefix, call_timeout_s=call_timeout_s)
-        try:
-            await trio.to_thread.run_sync(store._load_scripts)
-        except _UNREACHABLE as exc:
-            log.warning("store.redis.unreachable_at_start", error=str(exc))
+        if startup_wait_s is not None:
+            await _wait_until_answering(store, url, startup_wait_s)
+        else:
+            try:
+                await trio.to_thread.run_sync(store._load_scripts)
+            except _UNREACHABLE as exc:
+                log.warning("store.redis.unreachable_at_start", error=str(exc))
         # The bridge outlives the block's own cancellation: a server that is stopping
         # still releases slots and withdraws from the store in its cleanup, so the bridge
         # is stopped only once the block is over.
@@ -586,3 +596,30 @@ async def open_redis_store(
     finally:
         if owns_client:
             client.close()  # closes pooled sockets: does not block
+
+
+async def _wait_until_answering(store: RedisStore, url: str, wait_s: float) -> None:
+    """Load the scripts, asking again with growing pauses, for at most ``wait_s``."""
+    failure: Exception | None = None
+    pause_s = 0.25
+    with trio.move_on_after(wait_s):
+        while True:
+            try:
+                # Abandoned if the wait ends first: a connect can take socket_timeout_s.
+                await trio.to_thread.run_sync(store._load_scripts, abandon_on_cancel=True)
+                return
+            except _UNREACHABLE as exc:
+                if failure is None:
+                    log.warning("waiting for the store", store=redacted(url), error=str(exc),
+                                wait_s=wait_s)
+                failure = exc
+            await trio.sleep(pause_s)
+            pause_s = min(2 * pause_s, 2.0)
+    cause = f": {failure}" if failure is not None else ""
+    raise StoreUnreachable(f"Redis at {redacted(url)} did not answer within {wait_s:g} s{cause}")
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password (in the user part or a ``password=`` parameter)."""
+    url = re.sub(r"(?<=://)([^/@:]*):[^/]*@", r"\1:***@", url)
+    return re.sub(r"(?<=[?&]password=)[^&]*", "***", url)

@@ -1,0 +1,76 @@
+"""Why the server could not start, in one sentence an operator can act on.
+
+Start-up problems are raised as :class:`StartupError`, whose message names the cause and
+whose ``exit_code`` tells a supervisor what kind of problem it was (README, "Exit codes"):
+a port in use or a host that is not this machine's will not fix itself, a store that is
+not up yet may.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import socket
+
+import trio
+
+
+class ExitCode(enum.IntEnum):
+    """The process exit codes of ``trio-scheduler`` (documented in README)."""
+
+    OK = 0
+    FAILED = 1  # an unexpected error (a bug): the traceback is printed
+    BAD_CONFIG = 2  # invalid configuration or command line
+    CANNOT_LISTEN = 3  # the port or host cannot be used
+    STORE_UNREACHABLE = 4  # the configured Redis did not answer at start
+
+
+class StartupError(Exception):
+    """The server cannot start; ``str()`` is the cause, for one log line."""
+
+    exit_code = ExitCode.FAILED
+
+
+class CannotListen(StartupError):
+    exit_code = ExitCode.CANNOT_LISTEN
+
+
+class StoreUnreachable(StartupError):
+    exit_code = ExitCode.STORE_UNREACHABLE
+
+
+def listen_failure(exc: OSError, host: str, port: int) -> str:
+    """What went wrong when listening on ``host:port``, in words."""
+    where = f"{host}:{port}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot listen on {where}: host {host!r} cannot be resolved ({exc.strerror})"
+    if exc.errno == errno.EADDRINUSE:
+        return (f"cannot listen on {where}: port {port} is already in use "
+                "(another server running? choose another with --port)")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (f"cannot listen on {where}: {host} is not an address of this machine "
+                "(use 0.0.0.0 for every interface)")
+    if exc.errno == errno.EACCES:
+        return (f"cannot listen on {where}: permission denied "
+                "(ports below 1024 need privileges)")
+    return f"cannot listen on {where}: {exc.strerror or exc}"
+
+
+async def open_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """``trio.open_tcp_listeners``, failing with :class:`CannotListen`."""
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise CannotListen(listen_failure(exc, host, port)) from exc
+
+
+def leaf_exceptions(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside ``exc``, however deep in exception groups (``[exc]`` if none)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaf_exceptions(inner)]
+    return [exc]
+
+
+def startup_error(exc: BaseException) -> StartupError | None:
+    """The start-up error inside ``exc`` (however deep in exception groups), if any."""
+    return next((e for e in leaf_exceptions(exc) if isinstance(e, StartupError)), None)
