@@ -7,10 +7,8 @@ redis-server: no sleeping, no polling of the port.
 
 from __future__ import annotations
 
-import collections
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
@@ -48,8 +46,10 @@ class ServerProcess:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True, bufsize=1, env={**os.environ, **(env or {})},
         )
-        self.log: collections.deque[dict] = collections.deque(maxlen=2000)
-        self._events: queue.Queue[dict | None] = queue.Queue()
+        self.log: list[dict] = []  # every line so far
+        self._ended = False
+        self._changed = threading.Condition()
+        self.instance_id: str | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -60,25 +60,33 @@ class ServerProcess:
                 event = json.loads(line)
             except json.JSONDecodeError:
                 event = {"event": line.rstrip("\n")}
-            self.log.append(event)
-            self._events.put(event)
-        self._events.put(None)
+            with self._changed:
+                self.log.append(event)
+                self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
 
     def wait_for(self, event_name: str, timeout: float = 20.0, **fields) -> dict:
-        """Block until a log line with that event (and fields) appears."""
+        """Block until a log line with that event (and fields) has appeared (it may have
+        appeared already)."""
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                event = self._events.get(timeout=max(deadline - time.monotonic(), 0))
-            except queue.Empty:
-                raise InstanceError(self._report(f"no {event_name!r} within {timeout} s"))
-            if event is None:
-                raise InstanceError(self._report(f"exited ({self.process.wait()}) before "
-                                                 f"{event_name!r}"))
-            if event.get("event") == event_name and all(
-                event.get(k) == v for k, v in fields.items()
-            ):
-                return event
+        seen = 0
+        with self._changed:
+            while True:
+                for event in self.log[seen:]:
+                    if event.get("event") == event_name and all(
+                        event.get(k) == v for k, v in fields.items()
+                    ):
+                        return event
+                seen = len(self.log)
+                if self._ended:
+                    raise InstanceError(self._report(
+                        f"exited ({self.process.wait()}) before {event_name!r}"))
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise InstanceError(self._report(f"no {event_name!r} within {timeout} s"))
+                self._changed.wait(remaining)
 
     def kill(self) -> None:
         """SIGKILL: no goodbye, no cleanup."""
@@ -103,7 +111,7 @@ class ServerProcess:
 def start_instance(config: Path, port: int) -> ServerProcess:
     server = ServerProcess(["serve", "--config", str(config), "--port", str(port)])
     try:
-        server.wait_for(READY_EVENT, port=port)
+        server.instance_id = server.wait_for(READY_EVENT, port=port).get("instance")
     except InstanceError:
         server.kill()
         raise

@@ -675,11 +675,12 @@ class SessionTask:
         free their slots. Runs after the socket is gone and nothing else of the session
         runs; it does not wait for anything."""
         self._services.metrics.session_ended(self)
+        unfinished = len(list(self._jobs))
+        self._jobs.cleanup(self._inbox.take_node_events())
         if self._spec is not None:
             self._services.sessions.pop(self._spec.session_id, None)
             log.info("session ended", session_id=self._spec.session_id, **self._summary.fields(
-                trio.current_time(), unfinished=len(list(self._jobs)), closed=self._ws.closed))
-        self._jobs.cleanup(self._inbox.take_node_events())
+                trio.current_time(), unfinished=unfinished, closed=self._ws.closed))
         await trio.lowlevel.checkpoint()
 
     # -- what the jobs report (SessionJobs' JobReporter) -------------------------------
