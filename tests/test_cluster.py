@@ -11,6 +11,7 @@ import trio_websocket
 
 from conftest import RunningServer, make_config
 from http_client import http_request
+from redis_server import free_port
 from real_peers import WIRE_BOUND_S, make_ready, outcome_frames, wait_for_node_status
 from trio_scheduler.simulate.frames import (
     audio_chunk_frame,
@@ -26,7 +27,8 @@ async def start_instances(nursery, redis_url: str, count: int, **sections) -> li
     store = {"redis_url": redis_url, **sections.pop("store", {})}
     cluster = {"instance_heartbeat_s": 0.2, "instance_timeout_s": 1.0,
                **sections.pop("cluster", {})}
-    config = make_config(store=store, cluster=cluster, **sections)
+    server = {"host": "127.0.0.1", "port": 0, **sections.pop("server", {})}
+    config = make_config(store=store, cluster=cluster, server=server, **sections)
     return [RunningServer(await nursery.start(serve, config)) for _ in range(count)]
 
 
@@ -269,3 +271,15 @@ async def test_admin_lists_instances_and_drains_a_node_on_another(nursery, redis
                                        "adm")
         assert status == 202
         await wait_for_remote_node(a, node_id, "ready")
+
+
+async def test_instances_can_share_one_port(nursery, redis_url):
+    port = free_port()
+    a, b = await start_instances(nursery, redis_url, 2, server={"port": port, "reuse_port": True})
+    assert a.port == b.port == port
+    seen = set()
+    for _ in range(40):  # the kernel spreads connections by their source port
+        status, stats = await http_request(port, "GET", "/stats")
+        assert status == 200
+        seen.add(stats["instance_id"])
+    assert seen == {a.scheduler.instance_id, b.scheduler.instance_id}

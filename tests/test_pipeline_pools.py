@@ -297,6 +297,9 @@ class RecordingLink:
     def assign(self, job_id: str, session_id: str, frame: str) -> bool:
         return self.send(frame)
 
+    def cancel(self, job_id: str, frame: str) -> bool:
+        return self.send(frame)
+
 
 class NullInbox:
     def put_node(self, event, *, force: bool = False) -> bool:

@@ -64,6 +64,7 @@ class ServerConfig:
     send_timeout_s: float = attrs.field(default=10.0, validator=_positive)
     max_connections: int = attrs.field(default=10000, validator=_positive)
     max_json_depth: int = attrs.field(default=32, validator=_positive)
+    reuse_port: bool = False
 
 
 @attrs.frozen

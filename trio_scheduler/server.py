@@ -236,7 +236,9 @@ async def _serve_connections(
     scheduler: Scheduler, service_nursery: trio.Nursery, task_status: trio.TaskStatus[Scheduler]
 ) -> None:
     config = scheduler.config
-    listeners = await open_listeners(config.server.host, config.server.port)
+    listeners = await open_listeners(
+        config.server.host, config.server.port, reuse_port=config.server.reuse_port
+    )
     scheduler.port = listeners[0].socket.getsockname()[1]
     router = route_table(scheduler)
     front_door = scheduler.front_door = FrontDoor(

@@ -56,12 +56,48 @@ def listen_failure(exc: OSError, host: str, port: int) -> str:
     return f"cannot listen on {where}: {exc.strerror or exc}"
 
 
-async def open_listeners(host: str, port: int) -> list[trio.SocketListener]:
-    """``trio.open_tcp_listeners``, failing with :class:`CannotListen`."""
+async def open_listeners(
+    host: str, port: int, *, reuse_port: bool = False
+) -> list[trio.SocketListener]:
+    """``trio.open_tcp_listeners``, failing with :class:`CannotListen`.
+
+    With ``reuse_port``, the sockets are opened with ``SO_REUSEPORT``: several processes
+    (instances sharing one Redis, or the workers of ``serve --workers``) then listen on
+    the same port and the kernel spreads new connections among them.
+    """
     try:
-        return await trio.open_tcp_listeners(port, host=host)
+        if not reuse_port:
+            return await trio.open_tcp_listeners(port, host=host)
+        return await _open_reuse_port_listeners(host, port)
     except OSError as exc:
         raise CannotListen(listen_failure(exc, host, port)) from exc
+
+
+async def _open_reuse_port_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """As ``trio.open_tcp_listeners`` does it, with ``SO_REUSEPORT`` set before binding."""
+    addresses = await trio.socket.getaddrinfo(
+        host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
+    )
+    listeners = []
+    try:
+        for family, kind, proto, _, address in addresses:
+            sock = trio.socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+                sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+                if family == trio.socket.AF_INET6:
+                    sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
+                await sock.bind(address)
+                sock.listen(socket.SOMAXCONN)
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+    return listeners
 
 
 def leaf_exceptions(exc: BaseException) -> list[BaseException]:

@@ -29,6 +29,10 @@ class RemoteLink:
         return self.bus.post(self.instance, {"kind": "to_node", "node": self.node_id,
                                              "frame": frame})
 
+    def cancel(self, job_id: str, frame: str) -> bool:
+        return self.bus.post(self.instance, {"kind": "cancel", "node": self.node_id,
+                                             "job": job_id, "frame": frame})
+
     def assign(self, job_id: str, session_id: str, frame: str) -> bool:
         return self.bus.post(self.instance, {
             "kind": "assign", "node": self.node_id, "job": job_id, "session": session_id,

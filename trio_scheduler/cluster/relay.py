@@ -13,6 +13,13 @@ from typing import Any
 import attrs
 
 from trio_scheduler.protocol import codec
+from trio_scheduler.protocol.messages import JobResult
+
+
+def _is_duplicate_refusal(result: JobResult) -> bool:
+    return not result.success and result.error is not None and (
+        result.error.code == "DUPLICATE_JOB_ID"
+    )
 
 
 @attrs.define
@@ -39,14 +46,21 @@ class Relays:
 
     def forward(self, node_id: str, message: Any) -> bool:
         """Send a node's frame about a relayed job back to its session's instance; False
-        when the job is not one we relay for that node."""
+        when the job is not one we relay for that node. A result ends the relay (but a
+        refusal of a repeated job id, which the first copy's answer follows)."""
         relay = self._relays.get(message.job_id)
         if relay is None or relay.node_id != node_id:
             return False
+        if isinstance(message, JobResult) and not _is_duplicate_refusal(message):
+            del self._relays[message.job_id]
         self.forwarded += 1
         return self._bus.post(relay.origin, {
             "kind": "from_node", "node": node_id, "frame": codec.to_dict(message),
         })
+
+    def drop(self, job_id: str) -> None:
+        """The job's session cancelled it: nothing more of it is wanted there."""
+        self._relays.pop(job_id, None)
 
     def node_lost(self, node_id: str, link: Any) -> None:
         """The node's connection ended: every job sent through it is lost to its session."""

@@ -199,6 +199,11 @@ class Cluster:
                 node = self._local_node(message["node"])
                 if node is not None:
                     node.link.send(message["frame"])
+            case "cancel":
+                self.relays.drop(message["job"])
+                node = self._local_node(message["node"])
+                if node is not None:
+                    node.link.send(message["frame"])
             case "from_node":
                 frame = codec.decode(orjson.dumps(message["frame"]), NODE_INBOUND)
                 self._dispatcher.route_from_node(message["node"], frame.job_id,

@@ -570,7 +570,7 @@ class SessionJobs:
         node = self._dispatcher.node(node_id)
         if node is not None:
             trace_id = self._session.trace_id if self._session else None
-            node.link.send(codec.encode(JobCancel(job_id, trace_id, reason)))
+            node.link.cancel(job_id, codec.encode(JobCancel(job_id, trace_id, reason)))
 
     def cleanup(self, unhandled: list[Any]) -> None:
         """The session is gone: cancel its jobs on the nodes, give their slots back and

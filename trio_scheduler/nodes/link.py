@@ -34,6 +34,10 @@ class NodeLink:
         self.queued_chars += len(frame)
         return True
 
+    def cancel(self, job_id: str, frame: str) -> bool:
+        """Send a ``job_cancel`` (the job id matters to a link that is a message)."""
+        return self.send(frame)
+
     def assign(self, job_id: str, session_id: str, frame: str) -> bool:
         """Send a ``job_assign`` (the ids matter to a link that is a message; not here)."""
         return self.send(frame)
