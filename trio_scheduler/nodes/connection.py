@@ -138,7 +138,7 @@ class NodeConnection:
             return
         try:
             message = codec.decode(
-                raw, NODE_INBOUND, max_depth=self._services.config.server.max_json_depth
+                raw, NODE_INBOUND, self._services.config.server.decode_limits
             )
         except ProtocolError as exc:
             await self._send_error(exc.code, exc.message, exc.details)

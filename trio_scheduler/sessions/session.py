@@ -276,7 +276,7 @@ class SessionTask:
             return
         try:
             message = codec.decode(
-                frame.raw, SESSION_INBOUND, max_depth=self._config.server.max_json_depth
+                frame.raw, SESSION_INBOUND, self._config.server.decode_limits
             )
         except UnknownMessageType as exc:
             if exc.kind in ROOM_MESSAGE_TYPES:
