@@ -16,8 +16,8 @@ import trio
 from harness import MemoryHarness
 from trio_scheduler.config import Config, with_overrides
 from trio_scheduler.protocol.bounds import SAFE_INTEGER, DecodeLimits
-from trio_scheduler.protocol.codec import ProtocolError, decode
-from trio_scheduler.protocol.errors import ErrorCode
+from trio_scheduler.protocol.codec import ProtocolError, UnknownMessageType, decode
+from trio_scheduler.protocol.errors import ErrorCode, echo
 from trio_scheduler.protocol.messages import NODE_INBOUND, SESSION_INBOUND
 from trio_scheduler.simulate.frames import (
     AGENT_REGISTER,
@@ -222,6 +222,28 @@ def test_free_form_objects_may_carry_64_bit_integers():
     nanosecond clock in ``extra`` is not a reason to lose its result."""
     message = decode(with_value(RESULT, "extra", {"started_ns": 2**63}), NODE_INBOUND)
     assert message.extra == {"started_ns": 2**63}
+
+
+def test_unknown_type_is_echoed_cut():
+    with pytest.raises(UnknownMessageType) as refused:
+        decode(json.dumps({"type": "x" * MIB}), SESSION_INBOUND)
+    assert refused.value.kind == "x" * MIB
+    assert len(refused.value.message) < 80
+
+
+async def test_a_foreign_node_id_is_quoted_cut(nursery):
+    h = await MemoryHarness.start(nursery)
+    node, _ = await h.ready_node()
+    await node.send({"type": "job_ack", "job_id": "job-1", "attempt_id": 1, "node_id": "n" * 64,
+                     "session_id": "s-1", "trace_id": "t"})
+    reply = await node.recv_type("error")
+    assert reply["details"] == {"field": "node_id"}
+    assert "'" + "n" * 32 + "'…" in reply["message"] and "n" * 33 not in reply["message"]
+
+
+def test_echo_cuts_long_values():
+    assert echo("zh!") == "'zh!'"
+    assert echo("x" * 100) == "'" + "x" * 32 + "'…"
 
 
 # ---------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from trio_scheduler.management.owner import NodeManager
 from trio_scheduler.nodes.link import NodeLink
 from trio_scheduler.protocol import codec
 from trio_scheduler.protocol.codec import ProtocolError
-from trio_scheduler.protocol.errors import CloseCode, ErrorCode
+from trio_scheduler.protocol.errors import CloseCode, ErrorCode, echo
 from trio_scheduler.protocol.messages import (
     NODE_INBOUND,
     AsrPartialFromNode,
@@ -157,7 +157,7 @@ class NodeConnection:
         if message.node_id != registration.node_id:
             await self._send_error(
                 ErrorCode.INVALID_MESSAGE,
-                f"node_id {message.node_id!r} is not this socket's node "
+                f"node_id {echo(message.node_id)} is not this socket's node "
                 f"{registration.node_id!r}",
                 {"field": "node_id"},
             )

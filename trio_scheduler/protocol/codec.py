@@ -17,7 +17,7 @@ import orjson
 from cattrs.preconf.orjson import make_converter
 
 from trio_scheduler.protocol.bounds import DecodeLimits, install_bound_hooks
-from trio_scheduler.protocol.errors import ErrorCode
+from trio_scheduler.protocol.errors import ErrorCode, echo
 from trio_scheduler.protocol.messages import JobAssign
 from trio_scheduler.strict import install_strict_hooks
 
@@ -46,7 +46,7 @@ class UnknownMessageType(ProtocolError):
     """A well-formed frame whose ``type`` this socket does not speak."""
 
     def __init__(self, kind: str) -> None:
-        super().__init__(f"unknown message type {kind!r}", field="type")
+        super().__init__(f"unknown message type {echo(kind)}", field="type")
         self.kind = kind
 
 
