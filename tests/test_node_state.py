@@ -119,7 +119,7 @@ def test_gpu_requirement(gpus, require_gpu, code):
 
 @pytest.mark.parametrize(
     ("max_jobs", "accepted"),
-    [(None, True), (1, True), (4, True), (64, True), (0, False), (-1, False)],
+    [(None, True), (1, True), (4, True), (256, True), (0, False), (257, False)],  # < 0: decode
 )
 def test_max_concurrent_jobs(max_jobs, accepted):
     rejection = check_registration(register(max_concurrent_jobs=max_jobs), require_gpu=True)

@@ -8,6 +8,7 @@ silently leaves a default in force.
 
 from __future__ import annotations
 
+import functools
 import math
 import tomllib
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import attrs
 import cattrs
 
 from trio_scheduler.logs import LEVELS
+from trio_scheduler.protocol.bounds import DecodeLimits
 from trio_scheduler.strict import install_strict_hooks
 
 
@@ -65,6 +67,20 @@ class ServerConfig:
     max_connections: int = attrs.field(default=10000, validator=_positive)
     max_json_depth: int = attrs.field(default=32, validator=_positive)
     reuse_port: bool = False
+    max_text_chars: int = attrs.field(default=10_000, validator=_positive)
+    max_object_bytes: int = attrs.field(default=16_384, validator=_positive)
+    max_list_items: int = attrs.field(default=256, validator=_positive)
+
+    @functools.cached_property
+    def decode_limits(self) -> DecodeLimits:
+        """The bounds every inbound frame is decoded with (one object, so one converter)."""
+        return DecodeLimits(
+            max_depth=self.max_json_depth,
+            max_message_bytes=self.max_message_bytes,
+            max_text_chars=self.max_text_chars,
+            max_object_bytes=self.max_object_bytes,
+            max_list_items=self.max_list_items,
+        )
 
 
 @attrs.frozen

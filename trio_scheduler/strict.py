@@ -7,7 +7,9 @@ an error that names the field, never a silent conversion.
 
 from __future__ import annotations
 
+import types
 import typing
+from types import NoneType
 from typing import Any
 
 import attrs
@@ -41,6 +43,15 @@ def _scalar(kind: type, accept: tuple[type, ...], *, integral_floats: bool = Fal
 
 def _is_list(type_: Any) -> bool:
     return typing.get_origin(type_) is list
+
+
+def _is_optional(type_: Any) -> bool:
+    args = typing.get_args(type_)
+    return (
+        typing.get_origin(type_) in (typing.Union, types.UnionType)
+        and len(args) == 2
+        and NoneType in args
+    )
 
 
 def install_strict_hooks(
@@ -77,6 +88,18 @@ def install_strict_hooks(
         return structure_list
 
     converter.register_structure_hook_factory(_is_list, list_factory)
+
+    def optional_factory(type_: Any) -> Any:
+        # cattrs looks the inner hook up on every call; here it is found once.
+        inner_type = next(arg for arg in typing.get_args(type_) if arg is not NoneType)
+        inner = converter.get_structure_hook(inner_type)
+
+        def structure_optional(value: Any, _: type) -> Any:
+            return None if value is None else inner(value, inner_type)
+
+        return structure_optional
+
+    converter.register_structure_hook_factory(_is_optional, optional_factory)
 
     def attrs_factory(cls: type) -> Any:
         fields = make_dict_structure_fn(cls, converter)

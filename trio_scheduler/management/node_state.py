@@ -19,7 +19,7 @@ from trio_scheduler.management.pools import (
     served_pools,
 )
 from trio_scheduler.management.snapshot import NodeStatus
-from trio_scheduler.protocol.errors import ErrorCode
+from trio_scheduler.protocol.errors import ErrorCode, echo
 from trio_scheduler.protocol.messages import (
     LanguageCapabilities,
     NodeHeartbeat,
@@ -67,7 +67,7 @@ def check_languages(
             if not is_language_tag(normalize_language(value)):
                 return Rejection(
                     ErrorCode.INVALID_MESSAGE,
-                    f"{field} has {value[:32]!r}, not a language tag",
+                    f"{field} has {echo(value)}, not a language tag",
                     {"field": field},
                 )
     return None
@@ -81,7 +81,7 @@ def check_registration(
     if schema is not None and schema != SUPPORTED_CAPABILITY_SCHEMA:
         return Rejection(
             ErrorCode.INVALID_CAPABILITY_SCHEMA,
-            f"capability_schema_version {schema!r} is not supported "
+            f"capability_schema_version {echo(schema)} is not supported "
             f"(expected {SUPPORTED_CAPABILITY_SCHEMA!r})",
             {"field": "capability_schema_version"},
         )

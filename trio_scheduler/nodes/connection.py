@@ -25,7 +25,7 @@ from trio_scheduler.management.snapshot import NodeStatus
 from trio_scheduler.nodes.link import NodeLink
 from trio_scheduler.protocol import codec
 from trio_scheduler.protocol.codec import ProtocolError
-from trio_scheduler.protocol.errors import CloseCode, ErrorCode
+from trio_scheduler.protocol.errors import CloseCode, ErrorCode, echo
 from trio_scheduler.protocol.messages import (
     NODE_INBOUND,
     AsrPartialFromNode,
@@ -146,7 +146,7 @@ class NodeConnection:
             return
         try:
             message = codec.decode(
-                raw, NODE_INBOUND, max_depth=self._services.config.server.max_json_depth
+                raw, NODE_INBOUND, self._services.config.server.decode_limits
             )
         except ProtocolError as exc:
             await self._send_error(exc.code, exc.message, exc.details)
@@ -165,7 +165,7 @@ class NodeConnection:
         if message.node_id != registration.node_id:
             await self._send_error(
                 ErrorCode.INVALID_MESSAGE,
-                f"node_id {message.node_id!r} is not this socket's node "
+                f"node_id {echo(message.node_id)} is not this socket's node "
                 f"{registration.node_id!r}",
                 {"field": "node_id"},
             )

@@ -1,13 +1,15 @@
 """One codec for every message: orjson for the bytes, one cattrs converter for the shapes.
 
-Decoding is strict about types (``"is_final": "false"`` is an error, never ``True``) and
-lenient about extra fields. Every failure becomes a single :class:`ProtocolError` carrying
-the path of the offending field, which the connection tasks turn into one ``error`` frame.
+Decoding is strict about types (``"is_final": "false"`` is an error, never ``True``),
+enforces the bound of every inbound field (protocol/bounds.py) and is lenient about extra
+fields. Every failure becomes a single :class:`ProtocolError` carrying the path of the
+offending field, which the connection tasks turn into one ``error`` frame.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +17,8 @@ import cattrs
 import orjson
 from cattrs.preconf.orjson import make_converter
 
-from trio_scheduler.protocol.errors import ErrorCode
+from trio_scheduler.protocol.bounds import DecodeLimits, install_bound_hooks
+from trio_scheduler.protocol.errors import ErrorCode, echo
 from trio_scheduler.protocol.messages import JobAssign
 from trio_scheduler.strict import install_strict_hooks
 
@@ -62,13 +65,19 @@ class UnknownMessageType(ProtocolError):
     """A well-formed frame whose ``type`` this socket does not speak."""
 
     def __init__(self, kind: str) -> None:
-        super().__init__(f"unknown message type {kind!r}", field="type")
+        super().__init__(f"unknown message type {echo(kind)}", field="type")
         self.kind = kind
 
 
-def _make_converter() -> cattrs.Converter:
+DEFAULT_LIMITS = DecodeLimits()
+
+
+@functools.cache
+def _make_converter(limits: DecodeLimits) -> cattrs.Converter:
+    """The converter for one set of limits: bounds are resolved once, in its hooks."""
     converter = make_converter(forbid_extra_keys=False)
     install_strict_hooks(converter, null_is_missing=True, integral_floats=True)
+    install_bound_hooks(converter, limits)
 
     flags = JobAssign.OMIT_WHEN_FALSE
     unstructure_job_assign = converter.gen_unstructure_attrs_fromdict(JobAssign)
@@ -84,7 +93,13 @@ def _make_converter() -> cattrs.Converter:
     return converter
 
 
-converter = _make_converter()
+converter = _make_converter(DEFAULT_LIMITS)  # encodes; its bounds are the defaults
+
+
+@functools.cache
+def _structure_hook(limits: DecodeLimits, cls: type) -> Any:
+    """The hook of one message class: calling it skips cattrs' dispatch on every frame."""
+    return _make_converter(limits).get_structure_hook(cls)
 
 
 def _first_problem(exc: cattrs.ClassValidationError) -> tuple[str, str | None]:
@@ -102,9 +117,6 @@ def _first_problem(exc: cattrs.ClassValidationError) -> tuple[str, str | None]:
         return text, None
     field = path.removeprefix("$").removeprefix(".") or None
     return message, field
-
-
-DEFAULT_MAX_DEPTH = 32
 
 
 def nesting_depth(data: Any, limit: int) -> int:
@@ -126,11 +138,14 @@ def nesting_depth(data: Any, limit: int) -> int:
     return deepest
 
 
-def decode(raw: str | bytes, table: Mapping[str, type], *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+def decode(
+    raw: str | bytes, table: Mapping[str, type], limits: DecodeLimits = DEFAULT_LIMITS
+) -> Any:
     """Parse one frame into the message class its ``type`` names in ``table``.
 
-    Nesting deeper than ``max_depth`` is refused here: such a frame could be read but not
-    written back (orjson writes at most 254 levels), so it would fail later, far from here.
+    Nesting deeper than ``limits.max_depth`` is refused here: such a frame could be read but
+    not written back (orjson writes at most 254 levels), so it would fail later, far from
+    here. So is every value outside its field's bound.
     """
     try:
         data = orjson.loads(raw)
@@ -142,14 +157,14 @@ def decode(raw: str | bytes, table: Mapping[str, type], *, max_depth: int = DEFA
     frame_counts.received[_counted_type(kind, cls)] += 1
     if not isinstance(data, dict):
         raise ProtocolError("frame must be a JSON object")
-    if nesting_depth(data, max_depth) > max_depth:
-        raise ProtocolError(f"frame is nested deeper than {max_depth} levels")
+    if nesting_depth(data, limits.max_depth) > limits.max_depth:
+        raise ProtocolError(f"frame is nested deeper than {limits.max_depth} levels")
     if not isinstance(kind, str):
         raise ProtocolError("missing string field 'type'", field="type")
     if cls is None:
         raise UnknownMessageType(kind)
     try:
-        return converter.structure(data, cls)
+        return _structure_hook(limits, cls)(data, cls)
     except cattrs.ClassValidationError as exc:
         message, field = _first_problem(exc)
         where = f" at '{field}'" if field else ""

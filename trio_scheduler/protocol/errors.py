@@ -56,3 +56,14 @@ def map_node_error_code(code: str | None) -> ErrorCode:
         return ErrorCode(code) if code else ErrorCode.INTERNAL_ERROR
     except ValueError:
         return ErrorCode.INTERNAL_ERROR
+
+
+ECHO_CHARS = 32
+
+
+def echo(value: str, limit: int = ECHO_CHARS) -> str:
+    """A peer's string quoted for an error message, cut to ``limit`` characters: a message
+    names what was wrong without sending a peer's megabyte back to it."""
+    if len(value) <= limit:
+        return repr(value)
+    return repr(value[:limit]) + "…"

@@ -1,8 +1,10 @@
 """Every message of PROTOCOL.md §2–3, in both directions, as attrs classes.
 
 Inbound classes list exactly the fields the server reads; peers send more and the codec
-ignores the rest. Optional fields default to ``None`` because the contract says a missing
-optional field and ``null`` mean the same. Each class names its wire ``type`` in ``TYPE``.
+ignores the rest. Every inbound field has a bounded type (``Id``, ``LanguageTag``,
+``Index``… from protocol/bounds.py) that the codec enforces. Optional fields default to
+``None`` because the contract says a missing optional field and ``null`` mean the same.
+Each class names its wire ``type`` in ``TYPE``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,24 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import attrs
+
+from trio_scheduler.protocol.bounds import (
+    Amount,
+    Audio,
+    Count,
+    DurationMs,
+    Id,
+    Index,
+    IntervalMs,
+    LanguageTag,
+    ListOf,
+    Name,
+    Object,
+    SampleRate,
+    Score,
+    Text,
+    TimestampMs,
+)
 
 JsonObject = dict[str, Any]
 
@@ -30,84 +50,84 @@ class Pipeline:
 @attrs.frozen
 class SessionInit:
     TYPE: ClassVar[str] = "session_init"
-    client_version: str
-    platform: str
-    src_lang: str
-    tgt_lang: str
-    dialect: str | None = None
-    features: JsonObject | None = None
-    pairing_code: str | None = None
-    tenant_id: str | None = None
-    mode: str | None = None
-    lang_a: str | None = None
-    lang_b: str | None = None
-    auto_langs: list[str] | None = None
+    client_version: Name
+    platform: Name
+    src_lang: LanguageTag
+    tgt_lang: LanguageTag
+    dialect: Name | None = None
+    features: Object | None = None
+    pairing_code: Id | None = None
+    tenant_id: Id | None = None
+    mode: Name | None = None
+    lang_a: LanguageTag | None = None
+    lang_b: LanguageTag | None = None
+    auto_langs: ListOf[LanguageTag] | None = None
     enable_streaming_asr: bool | None = None
-    partial_update_interval_ms: int | None = None
-    trace_id: str | None = None
+    partial_update_interval_ms: IntervalMs | None = None
+    trace_id: Id | None = None
 
 
 @attrs.frozen
 class AudioChunk:
     TYPE: ClassVar[str] = "audio_chunk"
-    session_id: str
-    seq: int
+    session_id: Id
+    seq: Index
     is_final: bool
-    payload: str | None = None
-    client_timestamp_ms: float | None = None
+    payload: Audio | None = None
+    client_timestamp_ms: TimestampMs | None = None
 
 
 @attrs.frozen
 class Utterance:
     TYPE: ClassVar[str] = "utterance"
-    session_id: str
-    utterance_index: int
+    session_id: Id
+    utterance_index: Index
     manual_cut: bool
-    src_lang: str
-    tgt_lang: str
-    audio: str
-    audio_format: str
-    sample_rate: int
-    dialect: str | None = None
-    features: JsonObject | None = None
-    mode: str | None = None
-    lang_a: str | None = None
-    lang_b: str | None = None
-    auto_langs: list[str] | None = None
-    trace_id: str | None = None
+    src_lang: LanguageTag
+    tgt_lang: LanguageTag
+    audio: Audio
+    audio_format: Name
+    sample_rate: SampleRate
+    dialect: Name | None = None
+    features: Object | None = None
+    mode: Name | None = None
+    lang_a: LanguageTag | None = None
+    lang_b: LanguageTag | None = None
+    auto_langs: ListOf[LanguageTag] | None = None
+    trace_id: Id | None = None
     pipeline: Pipeline | None = None
 
 
 @attrs.frozen
 class ClientHeartbeat:
     TYPE: ClassVar[str] = "client_heartbeat"
-    session_id: str
-    timestamp: float
+    session_id: Id
+    timestamp: TimestampMs
 
 
 @attrs.frozen
 class SessionClose:
     TYPE: ClassVar[str] = "session_close"
-    session_id: str
-    reason: str
+    session_id: Id
+    reason: Text
 
 
 @attrs.frozen
 class TtsStarted:
     TYPE: ClassVar[str] = "tts_started"
-    session_id: str
-    trace_id: str
-    group_id: str
-    ts_start_ms: float
+    session_id: Id
+    trace_id: Id
+    group_id: Id
+    ts_start_ms: TimestampMs
 
 
 @attrs.frozen
 class TtsPlayEnded:
     TYPE: ClassVar[str] = "tts_play_ended"
-    session_id: str
-    trace_id: str
-    group_id: str
-    ts_end_ms: float
+    session_id: Id
+    trace_id: Id
+    group_id: Id
+    ts_end_ms: TimestampMs
 
 
 ROOM_MESSAGE_TYPES = frozenset(
@@ -264,143 +284,143 @@ class Error:
 
 @attrs.frozen
 class Gpu:
-    name: str
-    memory_gb: float | None = None
+    name: Name
+    memory_gb: Amount | None = None
 
 
 @attrs.frozen
 class Hardware:
-    cpu_cores: int
-    memory_gb: float
-    gpus: list[Gpu] | None = None
+    cpu_cores: Count
+    memory_gb: Amount
+    gpus: ListOf[Gpu] | None = None
 
 
 @attrs.frozen
 class ServiceCapability:
-    type: str
+    type: Name
     ready: bool
-    reason: str | None = None
-    ready_impl_ids: list[str] | None = None
+    reason: Text | None = None
+    ready_impl_ids: ListOf[Name] | None = None
 
 
 @attrs.frozen
 class LanguageCapabilities:
-    asr_languages: list[str] | None = None
-    tts_languages: list[str] | None = None
-    semantic_languages: list[str] | None = None
+    asr_languages: ListOf[LanguageTag] | None = None
+    tts_languages: ListOf[LanguageTag] | None = None
+    semantic_languages: ListOf[LanguageTag] | None = None
     semantic_core_ready: bool | None = None
 
 
 @attrs.frozen
 class NodeRegister:
     TYPE: ClassVar[str] = "node_register"
-    version: str
-    platform: str
+    version: Name
+    platform: Name
     hardware: Hardware
-    installed_models: list[JsonObject]
-    capability_by_type: list[ServiceCapability]
-    features_supported: JsonObject
+    installed_models: ListOf[Object]
+    capability_by_type: ListOf[ServiceCapability]
+    features_supported: Object
     accept_public_jobs: bool
-    node_id: str | None = None
-    capability_schema_version: str | None = None
-    installed_services: list[JsonObject] | None = None
+    node_id: Id | None = None
+    capability_schema_version: Name | None = None
+    installed_services: ListOf[Object] | None = None
     language_capabilities: LanguageCapabilities | None = None
-    max_concurrent_jobs: int | None = None
+    max_concurrent_jobs: Count | None = None
 
 
 @attrs.frozen
 class ResourceUsage:
-    cpu_percent: float
-    mem_percent: float
-    running_jobs: int
-    gpu_percent: float | None = None
-    gpu_mem_percent: float | None = None
-    gpu_queue_length: int | None = None
+    cpu_percent: Amount
+    mem_percent: Amount
+    running_jobs: Count
+    gpu_percent: Amount | None = None
+    gpu_mem_percent: Amount | None = None
+    gpu_queue_length: Count | None = None
 
 
 @attrs.frozen
 class NodeHeartbeat:
     TYPE: ClassVar[str] = "node_heartbeat"
-    node_id: str
-    timestamp: float
+    node_id: Id
+    timestamp: TimestampMs
     resource_usage: ResourceUsage
-    installed_models: list[JsonObject] | None = None
-    installed_services: list[JsonObject] | None = None
-    capability_by_type: list[ServiceCapability] | None = None
+    installed_models: ListOf[Object] | None = None
+    installed_services: ListOf[Object] | None = None
+    capability_by_type: ListOf[ServiceCapability] | None = None
     language_capabilities: LanguageCapabilities | None = None
 
 
 @attrs.frozen
 class JobAck:
     TYPE: ClassVar[str] = "job_ack"
-    job_id: str
-    attempt_id: int
-    node_id: str
-    session_id: str
-    trace_id: str
+    job_id: Id
+    attempt_id: Index
+    node_id: Id
+    session_id: Id
+    trace_id: Id
 
 
 @attrs.frozen
 class JobStarted:
     TYPE: ClassVar[str] = "job_started"
-    job_id: str
-    attempt_id: int
-    node_id: str
-    session_id: str
-    trace_id: str
+    job_id: Id
+    attempt_id: Index
+    node_id: Id
+    session_id: Id
+    trace_id: Id
 
 
 @attrs.frozen
 class AsrPartialFromNode:
     TYPE: ClassVar[str] = "asr_partial"
-    job_id: str
-    node_id: str
-    session_id: str
-    utterance_index: int
-    text: str
+    job_id: Id
+    node_id: Id
+    session_id: Id
+    utterance_index: Index
+    text: Text
     is_final: bool
-    trace_id: str
+    trace_id: Id
 
 
 @attrs.frozen
 class JobErrorInfo:
-    code: str
-    message: str
-    details: JsonObject | None = None
+    code: Name
+    message: Text
+    details: Object | None = None
 
 
 @attrs.frozen
 class JobResult:
     TYPE: ClassVar[str] = "job_result"
-    job_id: str
-    attempt_id: int
-    node_id: str
-    session_id: str
-    utterance_index: int
+    job_id: Id
+    attempt_id: Index
+    node_id: Id
+    session_id: Id
+    utterance_index: Index
     success: bool
-    trace_id: str
-    text_asr: str | None = None
-    text_translated: str | None = None
-    tts_audio: str | None = None
-    tts_format: str | None = None
-    extra: JsonObject | None = None
-    processing_time_ms: float | None = None
+    trace_id: Id
+    text_asr: Text | None = None
+    text_translated: Text | None = None
+    tts_audio: Audio | None = None
+    tts_format: Name | None = None
+    extra: Object | None = None
+    processing_time_ms: DurationMs | None = None
     error: JobErrorInfo | None = None
-    node_completed_at_ms: float | None = None
-    asr_quality_level: str | None = None
-    reason_codes: list[str] | None = None
-    quality_score: float | None = None
-    rerun_count: int | None = None
-    segments_meta: JsonObject | None = None
+    node_completed_at_ms: TimestampMs | None = None
+    asr_quality_level: Name | None = None
+    reason_codes: ListOf[Name] | None = None
+    quality_score: Score | None = None
+    rerun_count: Count | None = None
+    segments_meta: Object | None = None
 
 
 @attrs.frozen
 class NodeError:
     TYPE: ClassVar[str] = "node_error"
-    node_id: str
-    code: str
-    message: str
-    details: JsonObject | None = None
+    node_id: Id
+    code: Name
+    message: Text
+    details: Object | None = None
 
 
 NODE_INBOUND: dict[str, type] = {

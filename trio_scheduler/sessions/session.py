@@ -283,7 +283,7 @@ class SessionTask:
             return
         try:
             message = codec.decode(
-                frame.raw, SESSION_INBOUND, max_depth=self._config.server.max_json_depth
+                frame.raw, SESSION_INBOUND, self._config.server.decode_limits
             )
         except UnknownMessageType as exc:
             if exc.kind in ROOM_MESSAGE_TYPES:
@@ -294,6 +294,8 @@ class SessionTask:
                 await self.send_error(exc.code, exc.message, exc.details)
             return
         except ProtocolError as exc:
+            if self._spec is None:  # no session yet: this one is refused
+                log.info("session refused", code=str(exc.code), why=exc.message)
             await self.send_error(exc.code, exc.message, exc.details)
             return
         if isinstance(message, SessionInit):

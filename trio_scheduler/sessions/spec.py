@@ -11,7 +11,7 @@ import attrs
 from trio_scheduler.management.needs import Needs, needs_for, pipeline_services
 from trio_scheduler.management.node_state import Rejection
 from trio_scheduler.management.pools import AUTO, is_language_tag, normalize_language
-from trio_scheduler.protocol.errors import ErrorCode
+from trio_scheduler.protocol.errors import ErrorCode, echo
 from trio_scheduler.protocol.messages import Pipeline, SessionInit, Utterance
 
 MODES = ("one_way", "two_way_auto")
@@ -74,13 +74,15 @@ def check_languages(
             continue
         normal = normalize_language(value)
         if normal != AUTO and not is_language_tag(normal):
-            return _invalid(f"{field} {value!r} is not a language tag", field)
+            return _invalid(f"{field} {echo(value)} is not a language tag", field)
         langs[field] = normal
     if auto_langs is not None:
         auto_langs = [normalize_language(lang) for lang in auto_langs]
         for lang in auto_langs:
             if not is_language_tag(lang):
-                return _invalid(f"auto_langs entry {lang!r} is not a language tag", "auto_langs")
+                return _invalid(
+                    f"auto_langs entry {echo(lang)} is not a language tag", "auto_langs"
+                )
     if mode is not None and mode not in MODES:
         return _invalid(f"mode must be one of {', '.join(MODES)}", "mode")
     if langs["tgt_lang"] == AUTO:
