@@ -129,19 +129,29 @@ class _Request:
         raise error  # this command's own error reply (WRONGTYPE, …): a fresh instance
 
 
-# Error replies that say the server cannot take writes right now (failover, memory,
-# persistence, replicas), not that the command was wrong: the store is unavailable.
-_SERVER_STATE_ERRORS = frozenset(
+# Error replies that say the server cannot serve right now (failover, memory, persistence,
+# replicas, a cluster down or resharding), not that the command was wrong: the store is
+# unavailable. redis-py turns some codes into exception classes and strips the code from the
+# message; the others keep it as the message's first word.
+_SERVER_STATE_CLASSES = (
+    redis.exceptions.ReadOnlyError,  # READONLY
+    redis.exceptions.OutOfMemoryError,  # OOM
+    redis.exceptions.TryAgainError,  # TRYAGAIN
+    redis.exceptions.ClusterError,  # CLUSTERDOWN, MASTERDOWN, redirections without end
+)
+_SERVER_STATE_CODES = frozenset(
     {"READONLY", "OOM", "MISCONF", "NOREPLICAS", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN",
      "CLUSTERDOWN"}
 )
 
 
 def _server_state_error(error: BaseException) -> bool:
+    if isinstance(error, _SERVER_STATE_CLASSES):
+        return True
     if not isinstance(error, redis.ResponseError):
         return False
     words = str(error).split(maxsplit=1)
-    return bool(words) and words[0] in _SERVER_STATE_ERRORS
+    return bool(words) and words[0] in _SERVER_STATE_CODES
 
 
 class RedisStore:
