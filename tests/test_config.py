@@ -126,6 +126,8 @@ def test_partial_file_overrides_only_its_keys(tmp_path):
         pytest.param("[store]\nredis_url = \"\"\n", ["redis_url", "store"], id="empty-redis-url"),
         pytest.param("[store]\nredis_url = \"localhost:6379\"\n", ["redis_url"],
                      id="redis-url-without-scheme"),
+        pytest.param("[store]\nkey_prefix = \"ts:{a}:\"\n", ["key_prefix", "braces"],
+                     id="hash-tag-in-prefix"),
         pytest.param("[server]\nport = -1\n", ["port", "server"], id="negative-port"),
         pytest.param("[server]\nport = 70000\n", ["port", "server"], id="port-too-big"),
         pytest.param("[segmentation]\npause_ms = -5\n", ["pause_ms", "segmentation"],

@@ -20,6 +20,7 @@ import trio.testing
 
 from redis_server import free_port
 from trio_scheduler.store import MemoryStore, Reservation, Store, StoreUnavailable, open_store
+from trio_scheduler.store.keys import Keys
 from trio_scheduler.store.redis import RedisStore, open_redis_store
 
 BACKENDS = ["memory", "fakeredis", "redis"]
@@ -224,7 +225,7 @@ async def test_an_error_reply_fails_only_its_caller(
 ) -> None:
     kind, url = redis_backend
     other = redis_store._client if kind == "fakeredis" else redis.Redis.from_url(url)
-    other.set("ts:res:broken", "not a sorted set")
+    other.set(Keys().reservations("broken"), "not a sorted set")
     outcomes: dict[str, object] = {}
 
     async def reserve(node_id: str) -> None:

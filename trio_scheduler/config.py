@@ -44,6 +44,12 @@ def _redis_url(instance: Any, attribute: attrs.Attribute, value: str | None) -> 
         )
 
 
+def _key_prefix(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    """Braces would make the prefix a Redis Cluster hash tag: every key in one slot."""
+    if "{" in value or "}" in value:
+        raise ValueError(f"{attribute.name} must not contain braces, got {value!r}")
+
+
 def _port(instance: Any, attribute: attrs.Attribute, value: int) -> None:
     if not 0 <= value <= 65535:
         raise ValueError(f"{attribute.name} must be a TCP port (0-65535), got {value!r}")
@@ -66,7 +72,7 @@ class ServerConfig:
 @attrs.frozen
 class StoreConfig:
     redis_url: str | None = attrs.field(default=None, validator=_redis_url)
-    key_prefix: str = "ts:"
+    key_prefix: str = attrs.field(default="ts:", validator=_key_prefix)
     socket_timeout_s: float = attrs.field(default=5.0, validator=_positive)
     call_timeout_ms: int = attrs.field(default=500, validator=_positive)
 
