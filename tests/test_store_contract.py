@@ -199,7 +199,7 @@ async def test_noscript_is_recovered(
     kind, url = redis_backend
     assert await redis_store.reserve("n1", "a:1", 5, t0, t0 + 1_000) == Reservation(True, 1)
     # Another client empties the script cache, as a Redis restart would.
-    other = redis_store._client if kind == "fakeredis" else redis.Redis.from_url(url)
+    other = redis_store._topology.client() if kind == "fakeredis" else redis.Redis.from_url(url)
     other.script_flush()
     sha = redis_store._scripts["reserve"].sha
     assert other.script_exists(sha) == [False]
@@ -224,7 +224,7 @@ async def test_an_error_reply_fails_only_its_caller(
     redis_store: RedisStore, redis_backend: tuple[str, str | None], t0: int
 ) -> None:
     kind, url = redis_backend
-    other = redis_store._client if kind == "fakeredis" else redis.Redis.from_url(url)
+    other = redis_store._topology.client() if kind == "fakeredis" else redis.Redis.from_url(url)
     other.set(Keys().reservations("broken"), "not a sorted set")
     outcomes: dict[str, object] = {}
 

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import cattrs
 
+from trio_scheduler.store.urls import cluster_url_problem
 from trio_scheduler.strict import install_strict_hooks
 
 
@@ -32,16 +33,21 @@ def _non_negative(instance: Any, attribute: attrs.Attribute, value: float) -> No
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
 
 
 def _redis_url(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
     """No URL means the embedded store; an empty or scheme-less one is a mistake, not that."""
-    if value is not None and not value.startswith(REDIS_SCHEMES):
+    if value is None:
+        return
+    if not value.startswith(REDIS_SCHEMES):
         raise ValueError(
             f"{attribute.name} must start with {', '.join(REDIS_SCHEMES)} (or be left out "
             f"for the embedded store), got {value!r}"
         )
+    problem = cluster_url_problem(value)
+    if problem is not None:
+        raise ValueError(f"{attribute.name}: {problem}")
 
 
 def _key_prefix(instance: Any, attribute: attrs.Attribute, value: str) -> None:

@@ -23,6 +23,12 @@ Atomic steps are Lua scripts (``store/lua/*.lua``) run by SHA: their SHA-1 is co
 locally, they are loaded with SCRIPT LOAD when the store opens, and a NOSCRIPT reply (Redis
 restarted or SCRIPT FLUSH) reloads the script and retries that request once, in the same hop.
 
+The same store runs on one Redis and on a Redis Cluster (:mod:`~trio_scheduler.store.topology`
+holds what differs). On a cluster the pipeline is a ClusterPipeline: it sends each node its
+share of the batch, follows MOVED/ASK replies and retries the commands of a node whose
+connection broke one by one, and still returns one reply or error per command. A node that
+cannot be connected at all fails the whole batch, like a lost connection to a single Redis.
+
 Deadlines
 ---------
 Every awaited call has a deadline (``call_timeout_s``): a frozen Redis fails each caller
@@ -53,14 +59,20 @@ import trio
 
 from trio_scheduler.store.base import Reservation, StoreUnavailable
 from trio_scheduler.store.keys import Keys
+from trio_scheduler.store.topology import Standalone, Topology, open_topology
 
 __all__ = ["RedisStore", "open_redis_store"]
 
 log = structlog.get_logger(__name__)
 
 #: Errors meaning "Redis cannot be reached / did not answer" (BusyLoadingError and
-#: AuthenticationError are ConnectionError subclasses). They become StoreUnavailable.
-_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+#: AuthenticationError are ConnectionError subclasses), or, from a cluster client, "the
+#: cluster cannot be reached or has no usable slot map". They become StoreUnavailable.
+_UNREACHABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.RedisClusterException,
+)
 
 _PENDING: Any = object()
 
@@ -91,13 +103,19 @@ class _Request:
     ``done`` is set, which the bridge does once the thread hop has returned.
     """
 
-    __slots__ = ("command", "script", "done", "value", "error", "batch_error", "droppable",
-                 "abandoned")
+    __slots__ = ("command", "key", "script", "done", "value", "error", "batch_error",
+                 "droppable", "abandoned")
 
     def __init__(
-        self, command: tuple[Any, ...], script: _Script | None = None, *, droppable: bool = False
+        self,
+        command: tuple[Any, ...],
+        key: str | None,
+        script: _Script | None = None,
+        *,
+        droppable: bool = False,
     ) -> None:
         self.command = command  # arguments of Pipeline.execute_command
+        self.key = key  # the key it routes by on a cluster (None: a command without keys)
         self.script = script  # set for EVALSHA: what to reload on NOSCRIPT
         self.droppable = droppable  # may be skipped once its caller gave up
         self.abandoned = False  # its caller stopped waiting (deadline or cancellation)
@@ -166,13 +184,13 @@ class RedisStore:
 
     def __init__(
         self,
-        client: redis.Redis,
+        topology: Topology,
         *,
         key_prefix: str = "ts:",
         max_batch: int = 256,
         call_timeout_s: float = 0.5,
     ) -> None:
-        self._client = client
+        self._topology = topology
         self._keys = Keys(key_prefix)
         self._max_batch = max_batch
         self._call_timeout_s = call_timeout_s
@@ -193,6 +211,7 @@ class RedisStore:
         key = self._keys.reservations(node_id)
         granted, in_use = await self._call(
             ("EVALSHA", script.sha, 1, key, member, capacity, now_ms, expires_at_ms),
+            key,
             script,
             droppable=True,
             undo=("ZREM", key, member),
@@ -200,17 +219,18 @@ class RedisStore:
         return Reservation(bool(granted), int(in_use))
 
     async def release(self, node_id: str, member: str) -> bool:
-        removed = await self._call(("ZREM", self._keys.reservations(node_id), member))
-        return int(removed) > 0
+        key = self._keys.reservations(node_id)
+        return int(await self._call(("ZREM", key, member), key)) > 0
 
     def release_soon(self, node_id: str, member: str) -> None:
-        self._submit(_Request(("ZREM", self._keys.reservations(node_id), member)))
+        key = self._keys.reservations(node_id)
+        self._submit(_Request(("ZREM", key, member), key))
 
     async def in_use(self, node_id: str, now_ms: int) -> int:
         # "(now" is an exclusive bound: an entry expiring exactly at now_ms no longer counts,
         # as in MemoryStore (expiry > now_ms) and reserve.lua (drops score <= now).
         key = self._keys.reservations(node_id)
-        return int(await self._call(("ZCOUNT", key, f"({now_ms}", "+inf"), droppable=True))
+        return int(await self._call(("ZCOUNT", key, f"({now_ms}", "+inf"), key, droppable=True))
 
     async def put_node(self, node_id: str, fields: Mapping[str, str]) -> None:
         if not fields:
@@ -220,19 +240,24 @@ class RedisStore:
         flat: list[Any] = []
         for name, value in fields.items():
             flat += (name, value)
-        await self._call(("HSET", self._keys.node(node_id), *flat))
+        key = self._keys.node(node_id)
+        await self._call(("HSET", key, *flat), key)
 
     async def remove_node(self, node_id: str) -> None:
-        await self._call(("DEL", self._keys.node(node_id)))
+        key = self._keys.node(node_id)
+        await self._call(("DEL", key), key)
 
     async def get_node(self, node_id: str) -> dict[str, str] | None:
-        fields = await self._call(("HGETALL", self._keys.node(node_id)), droppable=True)
+        key = self._keys.node(node_id)
+        fields = await self._call(("HGETALL", key), key, droppable=True)
         return dict(fields) if fields else None
 
     async def ping(self) -> bool:
-        """True when Redis answers PING; never raises (it backs ``GET /ready``)."""
+        """True when Redis answers PING (a cluster: says its state is ok); never raises (it
+        backs ``GET /ready``)."""
+        topology = self._topology
         try:
-            return bool(await self._call(("PING",), droppable=True))
+            return topology.healthy(await self._call(topology.health_command, None, droppable=True))
         except (StoreUnavailable, redis.exceptions.RedisError):
             return False
 
@@ -241,14 +266,15 @@ class RedisStore:
     async def _call(
         self,
         command: tuple[Any, ...],
+        key: str | None,
         script: _Script | None = None,
         *,
         droppable: bool = False,
         undo: tuple[Any, ...] | None = None,
     ) -> Any:
-        """Run one command through the bridge and wait, at most ``call_timeout_s``, for
-        its reply. ``undo`` is queued if the caller gives up while the command may still
-        run (a reservation taken for nobody)."""
+        """Run one command on ``key`` through the bridge and wait, at most
+        ``call_timeout_s``, for its reply. ``undo`` (on the same key) is queued if the caller
+        gives up while the command may still run (a reservation taken for nobody)."""
         hop_started_at = self._hop_started_at
         if hop_started_at is not None and (
             trio.current_time() - hop_started_at > self._call_timeout_s
@@ -257,7 +283,7 @@ class RedisStore:
             raise StoreUnavailable(
                 f"Redis has not answered for over {self._call_timeout_s:g} s"
             )
-        request = _Request(command, script, droppable=droppable)
+        request = _Request(command, key, script, droppable=droppable)
         self._submit(request, raise_if_closed=True)
         try:
             with trio.move_on_after(self._call_timeout_s):
@@ -267,7 +293,7 @@ class RedisStore:
                 # Deadline or cancellation: the bridge may still run it, or drop it.
                 request.abandoned = True
                 if undo is not None:
-                    self._submit(_Request(undo))
+                    self._submit(_Request(undo, key))
         if not request.done.is_set():
             raise StoreUnavailable(f"Redis did not answer within {self._call_timeout_s:g} s")
         return request.outcome()
@@ -374,9 +400,10 @@ class RedisStore:
                     request.fail(exc, batch=True)
 
     def _pipeline(self, requests: list[_Request]) -> None:
-        pipe = self._client.pipeline(transaction=False)
+        topology = self._topology
+        pipe = topology.client().pipeline(transaction=False)
         for request in requests:
-            pipe.execute_command(*request.command)
+            pipe.execute_command(*request.command, **topology.route(request.key))
         try:
             replies = pipe.execute(raise_on_error=False)
         except redis.exceptions.DataError as exc:
@@ -395,12 +422,18 @@ class RedisStore:
                 request.value = reply
 
     def _load_scripts(self, scripts: Any = None) -> None:
-        """SCRIPT LOAD (in a worker thread); raises what the client raises."""
-        scripts = list(self._scripts.values() if scripts is None else scripts)
-        pipe = self._client.pipeline(transaction=False)
-        for script in scripts:
-            pipe.script_load(script.source)
-        for script, sha in zip(scripts, pipe.execute(), strict=True):
+        """SCRIPT LOAD on every server that runs scripts (in a worker thread); raises what
+        the client raises."""
+        targets = self._topology.script_targets()
+        loads = [
+            (script, target)
+            for script in (self._scripts.values() if scripts is None else scripts)
+            for target in targets
+        ]
+        pipe = self._topology.client().pipeline(transaction=False)
+        for script, target in loads:
+            pipe.execute_command("SCRIPT LOAD", script.source, **target)
+        for (script, _), sha in zip(loads, pipe.execute(), strict=True):
             if sha != script.sha:  # cannot happen unless Redis changes its digest
                 raise RuntimeError(f"SCRIPT LOAD of {script.name}.lua gave {sha}, expected {script.sha}")
 
@@ -416,6 +449,8 @@ async def open_redis_store(
 ) -> AsyncIterator[RedisStore]:
     """Open a :class:`RedisStore` on ``url`` and run its bridge task for the block's duration.
 
+    ``url`` names one Redis (``redis://``, ``rediss://``, ``unix://``) or a Redis Cluster
+    through one of its nodes (``redis+cluster://host:port``, ``rediss+cluster://``).
     ``client`` replaces the client built from ``url`` (tests pass a
     ``fakeredis.FakeRedis(decode_responses=True)``); it must decode responses. A client
     passed in belongs to the caller and is not closed; the one built here is.
@@ -424,16 +459,12 @@ async def open_redis_store(
     and otherwise on the first NOSCRIPT reply, calls raise :class:`StoreUnavailable` and
     ``ping()`` is False until it comes back, so readiness can report it.
     """
-    owns_client = client is None
     if client is None:
-        client = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=socket_timeout_s,
-            socket_connect_timeout=socket_timeout_s,
-        )
+        topology = open_topology(url, socket_timeout_s=socket_timeout_s)
+    else:
+        topology = Standalone(client, owned=False)
     try:
-        store = RedisStore(client, key_prefix=key_prefix, call_timeout_s=call_timeout_s)
+        store = RedisStore(topology, key_prefix=key_prefix, call_timeout_s=call_timeout_s)
         try:
             await trio.to_thread.run_sync(store._load_scripts)
         except _UNREACHABLE as exc:
@@ -452,5 +483,4 @@ async def open_redis_store(
                 raise group.exceptions[0] from None
             raise
     finally:
-        if owns_client:
-            client.close()  # closes pooled sockets: does not block
+        topology.close()
