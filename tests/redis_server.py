@@ -196,23 +196,7 @@ def start_redis_cluster(
     try:
         for _ in range(primaries):
             servers.append(start_redis_server(directory, cluster=True, timeout=timeout))
-        create = subprocess.run(
-            [
-                redis_cli, "--cluster", "create",
-                *(f"127.0.0.1:{server.port}" for server in servers),
-                "--cluster-replicas", "0",
-                "--cluster-yes",
-            ],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if create.returncode != 0:
-            raise RedisServerError(
-                f"redis-cli --cluster create exited with status {create.returncode}; its "
-                f"output:\n{create.stdout}{create.stderr}"
-            )
+        _create_cluster(redis_cli, servers, timeout)
         for server in servers:
             server.wait_for(CLUSTER_OK_LINE, timeout)
     except BaseException:
@@ -220,3 +204,25 @@ def start_redis_cluster(
             server.stop()
         raise
     return RedisClusterServers(servers)
+
+
+def _create_cluster(redis_cli: str, servers: list[RedisServer], timeout: float) -> None:
+    """Join ``servers`` into one cluster, the slots shared evenly among them; returns once
+    they agree on the slot map."""
+    command = [
+        redis_cli, "--cluster", "create",
+        *(f"127.0.0.1:{server.port}" for server in servers),
+        "--cluster-replicas", "0",
+        "--cluster-yes",
+    ]
+    try:
+        create = subprocess.run(
+            command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RedisServerError(f"redis-cli --cluster create took over {timeout:g} s") from exc
+    if create.returncode != 0:
+        raise RedisServerError(
+            f"redis-cli --cluster create exited with status {create.returncode}; its "
+            f"output:\n{create.stdout}{create.stderr}"
+        )
