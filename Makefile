@@ -7,7 +7,7 @@ serve:  ## run the scheduler on :5010 with the embedded store
 	@scripts/bootstrap.sh
 	.venv/bin/trio-scheduler serve --config config/scheduler.toml $(ARGS)
 
-test:  ## the whole test suite (starts its own redis-server on a free port)
+test:  ## the whole test suite (starts its own redis-server and Redis Cluster on free ports)
 	@scripts/bootstrap.sh --with-redis
 	.venv/bin/python -m pytest $(ARGS)
 

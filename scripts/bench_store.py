@@ -2,6 +2,7 @@
 
     python scripts/bench_store.py                                # MemoryStore only
     python scripts/bench_store.py --redis-url redis://127.0.0.1:PORT/0
+    python scripts/bench_store.py --redis-url redis+cluster://127.0.0.1:PORT  # a Redis Cluster
 
 Redis is only measured when ``--redis-url`` is given; nothing is started for you. Keys go
 under a fresh ``bench:<random>:`` prefix and every reservation is released, so nothing is
@@ -115,7 +116,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--redis-url", help="also measure RedisStore on this Redis (e.g. redis://127.0.0.1:PORT/0)")
+    parser.add_argument("--redis-url", help="also measure RedisStore on this Redis (e.g. redis://127.0.0.1:PORT/0, or a cluster: redis+cluster://127.0.0.1:PORT)")
     parser.add_argument("--pairs", type=int, default=5000, help="reserve+release pairs per run (default 5000)")
     parser.add_argument(
         "--callers",

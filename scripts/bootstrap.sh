@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make this checkout runnable: a virtualenv with the package and its test tools, and
-# (with --with-redis, for `make test`) a redis-server binary for the integration tests and
+# (with --with-redis, for `make test`) redis-server and redis-cli for the integration tests and
 # Debian's chromium for the dashboard test, or (with --with-bench) the benchmark's
 # plotting and progress-bar libraries.
 #
@@ -86,9 +86,9 @@ apt_install() {  # apt-get install as root, or through sudo
 }
 
 if [ "${1:-}" = "--with-redis" ]; then
-  if ! command -v redis-server >/dev/null 2>&1; then
-    echo "bootstrap: installing redis-server (integration tests start their own)" >&2
-    apt_install redis-server
+  if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+    echo "bootstrap: installing redis-server and redis-cli (integration tests start their own server and cluster)" >&2
+    apt_install redis-server redis-tools
   fi
   if ! command -v chromium >/dev/null 2>&1; then
     echo "bootstrap: installing chromium (the dashboard test drives it headless)" >&2

@@ -2,43 +2,75 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
 
-from redis_server import RedisServerError, start_redis_server
+from redis_server import (
+    RedisClusterServers,
+    RedisServer,
+    RedisServerError,
+    start_redis_cluster,
+    start_redis_server,
+)
+
+S = TypeVar("S", RedisServer, RedisClusterServers)
 
 pytest_plugins = ["timeout_names"]
 
 # ---------------------------------------------------------------------------------------
-# Real Redis: one redis-server per test session (free port, never 6379), emptied per test.
+# Real Redis: one redis-server, and one 3-primary Redis Cluster, per test session (free
+# ports, never 6379), each started when a test first needs it and emptied per test.
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a redis-server started for this session and terminated at its end."""
+def _running(start: Callable[[Path], S], directory: Path) -> Iterator[S]:
+    """``start(directory)``, stopped after its tests; if it cannot start, fail the test with
+    the servers' output (reported outside the except block: no chained traceback)."""
     try:
-        server = start_redis_server(tmp_path_factory.mktemp("redis-server"))
+        servers = start(directory)
     except RedisServerError as exc:
-        failure = str(exc)  # reported outside the except block: no chained traceback
+        failure = str(exc)
     else:
         failure = None
     if failure is not None:
         pytest.fail(failure, pytrace=False)
     try:
-        yield server.url
+        yield servers
     finally:
-        server.stop()
+        servers.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server started for this session and terminated at its end."""
+    yield from _running(start_redis_server, tmp_path_factory.mktemp("redis-server"))
 
 
 @pytest.fixture
-def redis_url(redis_server_url: str) -> Iterator[str]:
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
     """The session redis-server's URL, after FLUSHALL so each test starts empty."""
-    with redis.Redis.from_url(redis_server_url) as client:
+    with redis.Redis.from_url(redis_server.url) as client:
         client.flushall()
-    yield redis_server_url
+    yield redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of three primaries started for this session, stopped at its end."""
+    yield from _running(start_redis_cluster, tmp_path_factory.mktemp("redis-cluster"))
+
+
+@pytest.fixture
+def redis_cluster(redis_cluster_servers: RedisClusterServers) -> Iterator[RedisClusterServers]:
+    """The session cluster, after FLUSHALL on every primary so each test starts empty."""
+    for server in redis_cluster_servers.servers:
+        with redis.Redis.from_url(server.url) as client:
+            client.flushall()
+    yield redis_cluster_servers
 
 
 # -- a whole scheduler on a free port -------------------------------------------------

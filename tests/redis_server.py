@@ -1,9 +1,14 @@
-"""A throwaway ``redis-server`` for the tests: free port on 127.0.0.1, no persistence.
+"""Throwaway ``redis-server`` processes for the tests: free ports on 127.0.0.1, no persistence.
 
 Readiness is read from the server itself: its log goes to stdout, and the server is ready
 once it prints "Ready to accept connections". No sleeping, no polling the port. A reader
 thread keeps draining stdout for the server's whole life, so its log can never fill the pipe
 and block it.
+
+A Redis Cluster is three such servers started with ``--cluster-enabled yes``, joined by
+``redis-cli --cluster create`` (which returns once they agree on the slot map), and ready
+when each has logged "Cluster state changed: ok" — about two seconds after it started, since
+a new primary waits that long before it takes writes.
 
 Never the Redis on 127.0.0.1:6379, which may be someone's real one.
 """
@@ -11,8 +16,10 @@ Never the Redis on 127.0.0.1:6379, which may be someone's real one.
 from __future__ import annotations
 
 import collections
+import os
 import queue
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -20,7 +27,8 @@ import time
 from pathlib import Path
 
 READY_LINE = "Ready to accept connections"
-NOT_FOUND = "redis-server not found: run the README's test command, which installs it"
+CLUSTER_OK_LINE = "Cluster state changed: ok"
+NOT_FOUND = "{} not found: run the README's test command, which installs it"
 
 
 class RedisServerError(RuntimeError):
@@ -60,6 +68,11 @@ class RedisServer:
 
     def wait_ready(self, timeout: float) -> None:
         """Block until the ready line, or raise RedisServerError with the output so far."""
+        self.wait_for(READY_LINE, timeout)
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        """Block until the server logs a line containing ``text`` (after the lines already
+        waited for), or raise RedisServerError with the output so far."""
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -70,7 +83,7 @@ class RedisServer:
             if line is None:
                 code = self.process.wait()
                 raise RedisServerError(self._report(f"exited with status {code} before being ready"))
-            if READY_LINE in line:
+            if text in line:
                 return
 
     def restart(self, timeout: float = 15.0) -> None:
@@ -87,6 +100,15 @@ class RedisServer:
                                         daemon=True)
         self._reader.start()
         self.wait_ready(timeout)
+
+    def freeze(self) -> None:
+        """Stop the process (SIGSTOP), and return once it is stopped: from then on the
+        server answers nothing, though its connections stay open, until :meth:`thaw`."""
+        self.process.send_signal(signal.SIGSTOP)
+        os.waitpid(self.process.pid, os.WUNTRACED)
+
+    def thaw(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -105,20 +127,41 @@ class RedisServer:
         return f"redis-server on port {self.port} {what}; its output:\n{output}"
 
 
-def start_redis_server(directory: Path, *, timeout: float = 15.0, attempts: int = 3) -> RedisServer:
-    """Start redis-server in ``directory`` on a free port and return it once it is ready.
+def _executable(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise RedisServerError(NOT_FOUND.format(name))
+    return path
+
+
+def _cluster_args(directory: Path, port: int) -> list[str]:
+    """Options of a cluster node: its bus on another free port, its own node table file."""
+    bus_port = free_port()
+    while bus_port == port:
+        bus_port = free_port()
+    return [
+        "--cluster-enabled", "yes",
+        "--cluster-port", str(bus_port),
+        "--cluster-config-file", str(directory / f"nodes-{port}.conf"),
+    ]
+
+
+def start_redis_server(
+    directory: Path, *, cluster: bool = False, timeout: float = 15.0, attempts: int = 3
+) -> RedisServer:
+    """Start redis-server in ``directory`` on a free port and return it once it is ready;
+    ``cluster=True`` starts it as a cluster node (of no cluster yet).
 
     A port that was free when picked can be taken before the server binds it; that attempt
-    then fails and another port is tried, up to ``attempts`` times.
+    then fails and other ports are tried, up to ``attempts`` times.
     """
-    executable = shutil.which("redis-server")
-    if executable is None:
-        raise RedisServerError(NOT_FOUND)
+    executable = _executable("redis-server")
     error: RedisServerError | None = None
     for _ in range(attempts):
         port = free_port()
         argv = [
             executable,
+            *(_cluster_args(directory, port) if cluster else []),
             "--port", str(port),
             "--bind", "127.0.0.1",
             "--save", "",
@@ -147,3 +190,57 @@ def start_redis_server(directory: Path, *, timeout: float = 15.0, attempts: int 
             return server
     assert error is not None
     raise error
+
+
+class RedisClusterServers:
+    """The servers of one running Redis Cluster (primaries only); :meth:`stop` ends them."""
+
+    def __init__(self, servers: list[RedisServer]) -> None:
+        self.servers = servers
+        self.url = f"redis+cluster://127.0.0.1:{servers[0].port}"
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+def start_redis_cluster(
+    directory: Path, *, primaries: int = 3, timeout: float = 15.0
+) -> RedisClusterServers:
+    """Start a Redis Cluster of ``primaries`` primaries and no replicas on free ports, and
+    return it once every node says the cluster is ok."""
+    redis_cli = _executable("redis-cli")
+    servers: list[RedisServer] = []
+    try:
+        for _ in range(primaries):
+            servers.append(start_redis_server(directory, cluster=True, timeout=timeout))
+        _create_cluster(redis_cli, servers, timeout)
+        for server in servers:
+            server.wait_for(CLUSTER_OK_LINE, timeout)
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return RedisClusterServers(servers)
+
+
+def _create_cluster(redis_cli: str, servers: list[RedisServer], timeout: float) -> None:
+    """Join ``servers`` into one cluster, the slots shared evenly among them; returns once
+    they agree on the slot map."""
+    command = [
+        redis_cli, "--cluster", "create",
+        *(f"127.0.0.1:{server.port}" for server in servers),
+        "--cluster-replicas", "0",
+        "--cluster-yes",
+    ]
+    try:
+        create = subprocess.run(
+            command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RedisServerError(f"redis-cli --cluster create took over {timeout:g} s") from exc
+    if create.returncode != 0:
+        raise RedisServerError(
+            f"redis-cli --cluster create exited with status {create.returncode}; its "
+            f"output:\n{create.stdout}{create.stderr}"
+        )

@@ -283,3 +283,19 @@ async def test_instances_can_share_one_port(nursery, redis_url):
         assert status == 200
         seen.add(stats["instance_id"])
     assert seen == {a.scheduler.instance_id, b.scheduler.instance_id}
+
+
+async def test_instances_share_nodes_on_a_redis_cluster(nursery, redis_cluster):
+    """The same round trip, node on A and session on B, over a 3-primary Redis Cluster:
+    the instance registry, the inboxes and the node mirror live on different primaries."""
+    a, b = await start_instances(nursery, redis_cluster.url, 2)
+    async with connect(a.node_url) as node, connect(b.session_url) as client:
+        node_id = await make_ready(node, a.scheduler)
+        await wait_for_remote_node(b, node_id)
+        session_id = await open_session(client)
+        await utterance(client, session_id, 0)
+        with trio.fail_after(WIRE_BOUND_S):
+            job = await node.recv_type("job_assign")
+        await node.send(result_frame(job, node_id))
+        assert (await outcome_frames(client))[-1]["type"] == "translation_result"
+        assert await b.scheduler.store.in_use(node_id, 0) == 0

@@ -167,7 +167,7 @@ async def test_chaos_with_an_instance_killed_mid_stream(tmp_path, redis_url, see
                     process.wait_for("session ended", session_id=session_id, timeout=10)
         with redis.Redis.from_url(redis_url, decode_responses=True) as client:
             for _ in range(50):  # the last releases leave each instance's queue just now
-                held = [m for key in client.scan_iter("ts:res:*")
+                held = [m for key in client.scan_iter("ts:{node:*}:res")
                         for m in client.zrange(key, 0, -1)
                         if m.rsplit("@", 1)[-1] in living]
                 if not held:

@@ -110,6 +110,16 @@ def test_partial_file_overrides_only_its_keys(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "url",
+    ["redis+cluster://10.0.0.5:7000", "redis+cluster://10.0.0.5:7000/0",
+     "rediss+cluster://user:secret@redis.internal:7000"],
+)
+def test_a_redis_cluster_is_named_by_its_url_scheme(tmp_path, url):
+    config = load_config(write(tmp_path, f'[store]\nredis_url = "{url}"\n'))
+    assert config.store.redis_url == url
+
+
+@pytest.mark.parametrize(
     ("toml", "names"),
     [
         pytest.param("[server]\nprot = 5010\n", ["prot", "server"], id="typo-key"),
@@ -129,6 +139,12 @@ def test_partial_file_overrides_only_its_keys(tmp_path):
         pytest.param("[store]\nredis_url = \"\"\n", ["redis_url", "store"], id="empty-redis-url"),
         pytest.param("[store]\nredis_url = \"localhost:6379\"\n", ["redis_url"],
                      id="redis-url-without-scheme"),
+        pytest.param("[store]\nredis_url = \"redis+cluster://h:7000/1\"\n",
+                     ["redis_url", "database 0"], id="cluster-database-not-0"),
+        pytest.param("[store]\nredis_url = \"rediss+cluster://h:7000?db=2\"\n",
+                     ["redis_url", "database 0"], id="cluster-db-query-not-0"),
+        pytest.param("[store]\nkey_prefix = \"ts:{a}:\"\n", ["key_prefix", "braces"],
+                     id="hash-tag-in-prefix"),
         pytest.param("[server]\nport = -1\n", ["port", "server"], id="negative-port"),
         pytest.param("[server]\nport = 70000\n", ["port", "server"], id="port-too-big"),
         pytest.param("[segmentation]\npause_ms = -5\n", ["pause_ms", "segmentation"],

@@ -223,6 +223,15 @@ def test_redis_server_state_errors_mean_unavailable():
     assert _server_state_error(redis.ResponseError("READONLY You can't write against a replica"))
     assert _server_state_error(redis.ResponseError("NOREPLICAS Not enough good replicas"))
     assert not _server_state_error(redis.ResponseError("WRONGTYPE Operation against a key"))
+    # As redis-py parses them: the code picks the class and is cut from the message.
+    exceptions = redis.exceptions
+    assert _server_state_error(exceptions.ReadOnlyError("You can't write against a replica."))
+    assert _server_state_error(exceptions.OutOfMemoryError("command not allowed when used memory"))
+    assert _server_state_error(exceptions.ClusterDownError("The cluster is down"))
+    assert _server_state_error(exceptions.MasterDownError("Link with MASTER is down"))
+    assert _server_state_error(exceptions.TryAgainError("Multiple keys request during rehashing"))
+    assert _server_state_error(exceptions.ClusterError("TTL exhausted."))
+    assert not _server_state_error(exceptions.NoScriptError("No matching script."))
     request = _Request.__new__(_Request)
     request.value, request.error, request.batch_error = None, None, False
     request.fail(redis.ResponseError("OOM command not allowed"), batch=False)

@@ -1,6 +1,7 @@
-"""One contract for every Store backend: MemoryStore, RedisStore on fakeredis, on redis-server.
+"""One contract for every Store backend: MemoryStore, and RedisStore on fakeredis, on a
+redis-server and on a 3-primary Redis Cluster.
 
-MemoryStore's semantics are the contract; both Redis variants must give the same answers.
+MemoryStore's semantics are the contract; every Redis variant must give the same answers.
 Times are wall-clock ms an hour ahead of now: reserve.lua sets the set's PEXPIREAT to its
 latest score, so scores in the real past would make Redis delete the keys under the test.
 """
@@ -9,60 +10,146 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import fakeredis
 import pytest
 import redis
+import redis.cluster
 import trio
 import trio.testing
 
-from redis_server import free_port
+from redis_server import RedisClusterServers, RedisServer, free_port
 from trio_scheduler.store import MemoryStore, Reservation, Store, StoreUnavailable, open_store
+from trio_scheduler.store.keys import Keys
 from trio_scheduler.store.redis import RedisStore, open_redis_store
+from trio_scheduler.store.topology import Cluster
 
-BACKENDS = ["memory", "fakeredis", "redis"]
-REDIS_BACKENDS = ["fakeredis", "redis"]
+BACKENDS = ["memory", "fakeredis", "redis", "cluster"]
+REDIS_BACKENDS = ["fakeredis", "redis", "cluster"]
 
 
-@asynccontextmanager
-async def open_backend(kind: str, url: str | None) -> AsyncIterator[Store]:
+class FreezableRedis(fakeredis.FakeRedis):
+    """A Redis that can stop answering (like a SIGSTOPped server) and come back."""
+
+    def __init__(self) -> None:
+        super().__init__(decode_responses=True)
+        self.answering = threading.Event()
+        self.answering.set()
+
+    def pipeline(self, transaction=True, shard_hint=None):
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        def execute_when_answering(*args, **kwargs):
+            assert self.answering.wait(timeout=10), "the test never let Redis answer again"
+            return execute(*args, **kwargs)
+
+        pipe.execute = execute_when_answering
+        return pipe
+
+
+class Backend:
+    """One store backend of the contract (this one: MemoryStore): how to open a store on it
+    and, for Redis, a client of the same data behind the store's back (``admin``)."""
+
+    def __init__(self) -> None:
+        self.admin: Any = None
+
+    def open(self, **options: Any) -> Any:
+        return open_store(None)
+
+    def close(self) -> None:
+        if self.admin is not None:
+            self.admin.close()
+
+
+class FakeBackend(Backend):
+    """fakeredis in the process; ``frozen()``: Redis stops answering the store for the block
+    (its commands wait, unanswered), as does :meth:`ServerBackend.frozen`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.admin = FreezableRedis()
+
+    def open(self, **options: Any) -> Any:
+        return open_redis_store("redis://fakeredis", client=self.admin, **options)
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        self.admin.answering.clear()
+        try:
+            yield
+        finally:
+            self.admin.answering.set()
+
+    def close(self) -> None:
+        pass  # in the process: nothing to close
+
+
+class ServerBackend(Backend):
+    """A real redis-server, or the servers of a real cluster: ``frozen()`` stops them."""
+
+    def __init__(self, url: str, servers: list[RedisServer], admin: Any) -> None:
+        super().__init__()
+        self.url = url
+        self.servers = servers
+        self.admin = admin
+
+    def open(self, **options: Any) -> Any:
+        return open_redis_store(self.url, **options)
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        try:
+            for server in self.servers:
+                server.freeze()
+            yield
+        finally:
+            for server in self.servers:
+                server.thaw()
+
+
+def make_backend(kind: str, request: pytest.FixtureRequest) -> Backend:
+    """The backend ``kind``; a real server or cluster is only started when a test needs it."""
     if kind == "memory":
-        async with open_store(None) as store:
-            yield store
-    elif kind == "fakeredis":
-        client = fakeredis.FakeRedis(decode_responses=True)
-        async with open_redis_store("redis://fakeredis", client=client) as store:
-            yield store
-    else:
-        assert url is not None
-        async with open_redis_store(url) as store:
-            yield store
+        return Backend()
+    if kind == "fakeredis":
+        return FakeBackend()
+    if kind == "redis":
+        url = request.getfixturevalue("redis_url")  # emptied for this test
+        server = request.getfixturevalue("redis_server")
+        return ServerBackend(url, [server], redis.Redis.from_url(url, decode_responses=True))
+    cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
+    admin = redis.cluster.RedisCluster.from_url(cluster.servers[0].url, decode_responses=True)
+    return ServerBackend(cluster.url, cluster.servers, admin)
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> tuple[str, str | None]:
-    """(kind, url): the real redis-server is only started when a test needs it."""
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
-    return request.param, url
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    backend = make_backend(request.param, request)
+    yield backend
+    backend.close()
 
 
 @pytest.fixture
-async def store(backend: tuple[str, str | None]) -> AsyncIterator[Store]:
-    async with open_backend(*backend) as store:
+async def store(backend: Backend) -> AsyncIterator[Store]:
+    async with backend.open() as store:
         yield store
 
 
 @pytest.fixture(params=REDIS_BACKENDS)
-def redis_backend(request: pytest.FixtureRequest) -> tuple[str, str | None]:
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
-    return request.param, url
+def redis_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    backend = make_backend(request.param, request)
+    yield backend
+    backend.close()
 
 
 @pytest.fixture
-async def redis_store(redis_backend: tuple[str, str | None]) -> AsyncIterator[RedisStore]:
-    async with open_backend(*redis_backend) as store:
+async def redis_store(redis_backend: Backend) -> AsyncIterator[RedisStore]:
+    async with redis_backend.open() as store:
         assert isinstance(store, RedisStore)
         yield store
 
@@ -193,12 +280,11 @@ async def test_concurrent_reserves_grant_exactly_capacity(store: Store, t0: int)
 
 
 async def test_noscript_is_recovered(
-    redis_store: RedisStore, redis_backend: tuple[str, str | None], t0: int
+    redis_store: RedisStore, redis_backend: Backend, t0: int
 ) -> None:
-    kind, url = redis_backend
     assert await redis_store.reserve("n1", "a:1", 5, t0, t0 + 1_000) == Reservation(True, 1)
-    # Another client empties the script cache, as a Redis restart would.
-    other = redis_store._client if kind == "fakeredis" else redis.Redis.from_url(url)
+    # Another client empties the script cache (of every primary), as a Redis restart would.
+    other = redis_backend.admin
     other.script_flush()
     sha = redis_store._scripts["reserve"].sha
     assert other.script_exists(sha) == [False]
@@ -215,16 +301,12 @@ async def test_noscript_is_recovered(
     assert all(r.granted for r in results)
     assert other.script_exists(sha) == [True]
     assert await redis_store.reserve("n1", "c:1", 5, t0, t0 + 1_000) == Reservation(True, 5)
-    if kind == "redis":
-        other.close()
 
 
 async def test_an_error_reply_fails_only_its_caller(
-    redis_store: RedisStore, redis_backend: tuple[str, str | None], t0: int
+    redis_store: RedisStore, redis_backend: Backend, t0: int
 ) -> None:
-    kind, url = redis_backend
-    other = redis_store._client if kind == "fakeredis" else redis.Redis.from_url(url)
-    other.set("ts:res:broken", "not a sorted set")
+    redis_backend.admin.set(Keys().reservations("broken"), "not a sorted set")
     outcomes: dict[str, object] = {}
 
     async def reserve(node_id: str) -> None:
@@ -241,25 +323,62 @@ async def test_an_error_reply_fails_only_its_caller(
     assert outcomes["ok1"] == outcomes["ok2"] == Reservation(True, 1)
     assert isinstance(outcomes["broken"], redis.ResponseError)
     assert "WRONGTYPE" in str(outcomes["broken"])
-    if kind == "redis":
-        other.close()
 
 
-async def test_a_cancelled_reservation_is_undone_and_the_bridge_goes_on(t0: int) -> None:
-    # Redis holds the reservation's batch until the caller is gone: it is surely in
-    # flight when cancelled (a fast thread hop could otherwise finish before the cancel).
-    client = FreezableRedis()
-    async with open_redis_store("redis://fake", client=client) as redis_store:
-        client.answering.clear()
+SERVER_STATE_REPLIES = [
+    "READONLY You can't write against a read only replica.",
+    "OOM command not allowed when used memory > 'maxmemory'.",
+    "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist",
+    "NOREPLICAS Not enough good replicas to write.",
+    "BUSY Redis is busy running a script.",
+    "CLUSTERDOWN The cluster is down",
+    "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+    "TRYAGAIN Multiple keys request during rehashing of slot",
+]
+
+
+async def test_server_state_replies_mean_the_store_is_unavailable(
+    redis_backend: Backend, t0: int
+) -> None:
+    # Each reply comes off the wire as Redis sends it (a script returns it), through the
+    # real client: redis-py turns most of these codes into exception classes, and on a
+    # cluster retries TRYAGAIN before giving up. The deadline leaves it the time to.
+    async with redis_backend.open(call_timeout_s=5.0) as store:
+        outcomes: dict[str, object] = {}
+
+        async def reply_with(error: str) -> None:
+            key = Keys().node(error.split()[0])
+            script = "return redis.error_reply(ARGV[1])"
+            try:
+                outcomes[error] = await store._call(("EVAL", script, 1, key, error), key)
+            except Exception as exc:
+                outcomes[error] = exc
+
+        async def reserve() -> None:
+            outcomes["reserve"] = await store.reserve("n1", "a:1", 1, t0, t0 + 1_000)
+
+        async with trio.open_nursery() as nursery:
+            for error in SERVER_STATE_REPLIES:
+                nursery.start_soon(reply_with, error)
+            nursery.start_soon(reserve)
+    assert outcomes.pop("reserve") == Reservation(True, 1)  # the batch's other request
+    assert {error: type(outcome) for error, outcome in outcomes.items()} == {
+        error: StoreUnavailable for error in SERVER_STATE_REPLIES
+    }
+
+
+async def test_a_cancelled_reservation_is_undone_and_the_bridge_goes_on(
+    redis_store: RedisStore, redis_backend: Backend, t0: int
+) -> None:
+    with redis_backend.frozen():  # the reservation is sent and stays unanswered...
         async with trio.open_nursery() as nursery:
             nursery.start_soon(redis_store.reserve, "n1", "a:1", 2, t0, t0 + 1_000)
-            await trio.testing.wait_all_tasks_blocked()  # sent, and waiting for its reply
-            nursery.cancel_scope.cancel()
-        client.answering.set()
-        # The script runs for nobody: its undo runs after it, so no slot stays taken.
-        assert await redis_store.in_use("n1", t0) == 0
-        assert await redis_store.reserve("n1", "a:1", 2, t0, t0 + 1_000) == Reservation(True, 1)
-        assert await redis_store.ping() is True
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()  # ...when its caller gives up
+    # The script ran once Redis answered, for nobody: its undo ran after it.
+    assert await redis_store.in_use("n1", t0) == 0
+    assert await redis_store.reserve("n1", "a:1", 2, t0, t0 + 1_000) == Reservation(True, 1)
+    assert await redis_store.ping() is True
 
 
 async def test_release_soon_is_carried_out_before_later_calls(store: Store, t0: int) -> None:
@@ -269,44 +388,24 @@ async def test_release_soon_is_carried_out_before_later_calls(store: Store, t0: 
     assert (await store.reserve("n1", "b:1", 1, t0, t0 + 1_000)).granted
 
 
-class FreezableRedis(fakeredis.FakeRedis):
-    """A Redis that can stop answering (like a SIGSTOPped server) and come back."""
-
-    def __init__(self) -> None:
-        super().__init__(decode_responses=True)
-        self.answering = threading.Event()
-        self.answering.set()
-
-    def pipeline(self, transaction=True, shard_hint=None):
-        pipe = super().pipeline(transaction, shard_hint)
-        execute = pipe.execute
-
-        def execute_when_answering(*args, **kwargs):
-            assert self.answering.wait(timeout=10), "the test never let Redis answer again"
-            return execute(*args, **kwargs)
-
-        pipe.execute = execute_when_answering
-        return pipe
-
-
-async def test_a_frozen_redis_fails_each_call_at_its_deadline_without_queueing(t0: int) -> None:
-    client = FreezableRedis()
+async def test_a_frozen_redis_fails_each_call_at_its_deadline_without_queueing(
+    redis_backend: Backend, t0: int
+) -> None:
     deadline_s = 0.2
-    async with open_redis_store("redis://fake", client=client, call_timeout_s=deadline_s) as store:
+    async with redis_backend.open(call_timeout_s=deadline_s) as store:
         assert await store.ping() is True
-        client.answering.clear()
-        started = trio.current_time()
-        with pytest.raises(StoreUnavailable, match="did not answer"):
-            await store.reserve("n1", "a:1", 1, t0, t0 + 1_000)
-        assert deadline_s <= trio.current_time() - started < deadline_s + 1
-        # Redis is still frozen: later calls fail at once instead of queueing behind it.
-        started = trio.current_time()
-        for member in ("b:1", "c:1"):
-            with pytest.raises(StoreUnavailable, match="has not answered"):
-                await store.reserve("n1", member, 1, t0, t0 + 1_000)
-        assert await store.ping() is False
-        assert trio.current_time() - started < deadline_s
-        client.answering.set()
+        with redis_backend.frozen():
+            started = trio.current_time()
+            with pytest.raises(StoreUnavailable, match="did not answer"):
+                await store.reserve("n1", "a:1", 1, t0, t0 + 1_000)
+            assert deadline_s <= trio.current_time() - started < deadline_s + 1
+            # Redis is still frozen: later calls fail at once instead of queueing behind it.
+            started = trio.current_time()
+            for member in ("b:1", "c:1"):
+                with pytest.raises(StoreUnavailable, match="has not answered"):
+                    await store.reserve("n1", member, 1, t0, t0 + 1_000)
+            assert await store.ping() is False
+            assert trio.current_time() - started < deadline_s
         with trio.fail_after(5):
             await store.hop_ended()
         # The first reservation ran once Redis answered, for nobody: its undo followed it.
@@ -323,8 +422,9 @@ async def test_a_closed_store_raises_store_unavailable(t0: int) -> None:
     assert await store.ping() is False
 
 
-async def test_unreachable_redis(t0: int) -> None:
-    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
+async def test_unreachable_redis(scheme: str, t0: int) -> None:
+    url = f"{scheme}://127.0.0.1:{free_port()}/0"  # nothing listens there
     async with open_store(url) as store:
         assert await store.ping() is False
         with pytest.raises(StoreUnavailable):
@@ -340,6 +440,184 @@ async def test_unreachable_redis(t0: int) -> None:
         with pytest.raises(StoreUnavailable):
             await store.remove_node("n1")
         assert await store.ping() is False
+
+
+# ---------------------------------------------------------------------------------------
+# What only a Redis Cluster has: hash slots, several primaries, redirections
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_cluster_is_healthy_only_while_it_says_its_state_is_ok() -> None:
+    # Its nodes answer PING even while the cluster refuses every keyed command.
+    assert Cluster.healthy({"cluster_state": "ok", "cluster_slots_ok": "16384"}) is True
+    assert Cluster.healthy({"cluster_state": "fail", "cluster_slots_ok": "10923"}) is False
+    assert Cluster.healthy(True) is False  # a PONG is not a cluster's state
+
+
+@pytest.fixture
+def cluster_admin(redis_cluster: RedisClusterServers) -> Iterator[redis.cluster.RedisCluster]:
+    """A client of the session cluster, to look at the data behind the store's back."""
+    admin = redis.cluster.RedisCluster.from_url(redis_cluster.servers[0].url, decode_responses=True)
+    yield admin
+    admin.close()
+
+
+def server_of(
+    key: str, cluster: RedisClusterServers, admin: redis.cluster.RedisCluster
+) -> RedisServer:
+    """The server of the primary that owns ``key``."""
+    port = admin.get_node_from_key(key).port
+    return next(server for server in cluster.servers if server.port == port)
+
+
+def test_keys_a_script_touches_together_share_a_hash_slot(
+    redis_cluster: RedisClusterServers, cluster_admin: redis.cluster.RedisCluster
+) -> None:
+    keys = Keys()
+    slot = cluster_admin.cluster_keyslot  # CLUSTER KEYSLOT: the server's own hash
+    for node_id in ["node-1DDFF3B5", "n1", "", "}odd", "a{b}c"]:
+        assert slot(keys.reservations(node_id)) == slot(keys.node(node_id)), node_id
+    for instance_id in ["inst-0a1b2c3d", "i2", "", "}odd"]:
+        assert slot(keys.instance(instance_id)) == slot(keys.instances()), instance_id
+    # What is touched alone spreads: nodes and inboxes land on every primary.
+    primaries = {node.name for node in cluster_admin.get_primaries()}
+    owner = cluster_admin.get_node_from_key
+    assert {owner(keys.reservations(f"node-{i:08X}")).name for i in range(30)} == primaries
+    assert {owner(keys.inbox(f"inst-{i:08x}")).name for i in range(30)} == primaries
+
+
+def spread_node_ids(admin: redis.cluster.RedisCluster, per_primary: int = 2) -> list[str]:
+    """Node ids whose reservations live on every primary, ``per_primary`` on each."""
+    by_owner: dict[str, list[str]] = {node.name: [] for node in admin.get_primaries()}
+    i = 0
+    while any(len(ids) < per_primary for ids in by_owner.values()):
+        node_id = f"node-{i:08X}"
+        ids = by_owner[admin.get_node_from_key(Keys().reservations(node_id)).name]
+        if len(ids) < per_primary:
+            ids.append(node_id)
+        i += 1
+    return [node_id for ids in by_owner.values() for node_id in ids]
+
+
+async def reserve_on_each(store: RedisStore, node_ids: list[str], t0: int) -> dict[str, Reservation]:
+    """One reservation on each node, all at once (so they share a pipeline)."""
+    results: dict[str, Reservation] = {}
+
+    async def reserve(node_id: str) -> None:
+        results[node_id] = await store.reserve(node_id, "a:1", 1, t0, t0 + 1_000)
+
+    async with trio.open_nursery() as nursery:
+        for node_id in node_ids:
+            nursery.start_soon(reserve, node_id)
+    return results
+
+
+async def test_a_noscript_from_one_primary_reloads_the_scripts(
+    redis_cluster: RedisClusterServers, cluster_admin: redis.cluster.RedisCluster, t0: int
+) -> None:
+    node_ids = spread_node_ids(cluster_admin)
+
+    def loaded_on() -> set[int]:
+        """Ports of the primaries that have the reserve script."""
+        loaded = set()
+        for server in redis_cluster.servers:
+            with redis.Redis.from_url(server.url) as client:
+                if client.script_exists(sha) == [True]:
+                    loaded.add(server.port)
+        return loaded
+
+    async with open_redis_store(redis_cluster.url) as store:
+        sha = store._scripts["reserve"].sha
+        assert loaded_on() == {server.port for server in redis_cluster.servers}
+        flushed = server_of(Keys().reservations(node_ids[0]), redis_cluster, cluster_admin)
+        with redis.Redis.from_url(flushed.url) as client:
+            client.script_flush()  # as a restart of that one primary would
+        assert flushed.port not in loaded_on()
+
+        results = await reserve_on_each(store, node_ids, t0)
+    assert results == {node_id: Reservation(True, 1) for node_id in node_ids}
+    assert cluster_admin.script_exists(sha) == [True]  # on every primary again
+
+
+def command_stats(cluster: RedisClusterServers) -> dict[str, int]:
+    """Calls per command, summed over the cluster's servers, since their last RESETSTAT."""
+    calls: dict[str, int] = {}
+    for server in cluster.servers:
+        with redis.Redis.from_url(server.url) as client:
+            for name, stats in client.info("commandstats").items():
+                command = name.removeprefix("cmdstat_")
+                calls[command] = calls.get(command, 0) + stats["calls"]
+    return calls
+
+
+def reset_stats(cluster: RedisClusterServers) -> None:
+    for server in cluster.servers:
+        with redis.Redis.from_url(server.url) as client:
+            client.config_resetstat()
+
+
+async def test_script_calls_go_straight_to_their_primary(
+    redis_cluster: RedisClusterServers, cluster_admin: redis.cluster.RedisCluster, t0: int
+) -> None:
+    node_ids = spread_node_ids(cluster_admin, per_primary=4)
+    async with open_redis_store(redis_cluster.url) as store:
+        reset_stats(redis_cluster)
+        batches_before = store.batches
+        results = await reserve_on_each(store, node_ids, t0)
+        batches = store.batches - batches_before
+    assert all(result.granted for result in results.values())
+    assert batches == 1
+    calls = command_stats(redis_cluster)
+    # Each script call went straight to its primary: redis-py was never left to ask a
+    # server where the keys of an EVALSHA are (COMMAND GETKEYS, a round trip each).
+    assert calls["evalsha"] == len(node_ids)
+    assert "command|getkeys" not in calls
+
+
+def move_empty_slot(slot: int, source: RedisServer, target: RedisServer,
+                    cluster: RedisClusterServers) -> None:
+    """Give an empty hash slot to another primary, the way a resharding does (the target
+    takes it first, with a new config epoch, so no stale claim of the source can win)."""
+    clients = {server.port: redis.Redis.from_url(server.url, decode_responses=True)
+               for server in cluster.servers}
+    try:
+        source_id = clients[source.port].cluster("MYID")
+        target_id = clients[target.port].cluster("MYID")
+        clients[target.port].cluster("SETSLOT", slot, "IMPORTING", source_id)
+        clients[source.port].cluster("SETSLOT", slot, "MIGRATING", target_id)
+        order = [target.port, source.port] + [port for port in clients if port not in
+                                              (target.port, source.port)]
+        for port in order:
+            clients[port].cluster("SETSLOT", slot, "NODE", target_id)
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+async def test_a_moved_slot_is_followed_within_the_batch(
+    redis_cluster: RedisClusterServers, cluster_admin: redis.cluster.RedisCluster, t0: int
+) -> None:
+    node_ids = spread_node_ids(cluster_admin)
+    moved_key = Keys().reservations(node_ids[0])
+    slot = cluster_admin.keyslot(moved_key)
+    source = server_of(moved_key, redis_cluster, cluster_admin)
+    target = next(server for server in redis_cluster.servers if server is not source)
+    async with open_redis_store(redis_cluster.url) as store:  # learns today's slot map
+        assert await store.ping() is True
+        move_empty_slot(slot, source, target, redis_cluster)
+        try:
+            reset_stats(redis_cluster)
+            results = await reserve_on_each(store, node_ids, t0)
+            assert results == {node_id: Reservation(True, 1) for node_id in node_ids}
+            with redis.Redis.from_url(source.url) as client:  # it was redirected
+                assert client.info("errorstats")["errorstat_MOVED"]["count"] >= 1
+            with redis.Redis.from_url(target.url) as client:
+                assert client.exists(moved_key) == 1
+            assert await store.in_use(node_ids[0], t0) == 1  # read where it now lives
+        finally:
+            with redis.Redis.from_url(target.url) as client:
+                client.delete(moved_key)
+            move_empty_slot(slot, target, source, redis_cluster)
 
 
 def test_memory_is_the_default_backend() -> None:

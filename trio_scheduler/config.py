@@ -20,6 +20,7 @@ import cattrs
 
 from trio_scheduler.logs import LEVELS
 from trio_scheduler.protocol.bounds import DecodeLimits
+from trio_scheduler.store.urls import cluster_url_problem
 from trio_scheduler.strict import install_strict_hooks
 
 
@@ -37,16 +38,27 @@ def _non_negative(instance: Any, attribute: attrs.Attribute, value: float) -> No
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
 
 
 def _redis_url(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
     """No URL means the embedded store; an empty or scheme-less one is a mistake, not that."""
-    if value is not None and not value.startswith(REDIS_SCHEMES):
+    if value is None:
+        return
+    if not value.startswith(REDIS_SCHEMES):
         raise ValueError(
             f"{attribute.name} must start with {', '.join(REDIS_SCHEMES)} (or be left out "
             f"for the embedded store), got {value!r}"
         )
+    problem = cluster_url_problem(value)
+    if problem is not None:
+        raise ValueError(f"{attribute.name}: {problem}")
+
+
+def _key_prefix(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    """Braces would make the prefix a Redis Cluster hash tag: every key in one slot."""
+    if "{" in value or "}" in value:
+        raise ValueError(f"{attribute.name} must not contain braces, got {value!r}")
 
 
 def _port(instance: Any, attribute: attrs.Attribute, value: int) -> None:
@@ -86,7 +98,7 @@ class ServerConfig:
 @attrs.frozen
 class StoreConfig:
     redis_url: str | None = attrs.field(default=None, validator=_redis_url)
-    key_prefix: str = "ts:"
+    key_prefix: str = attrs.field(default="ts:", validator=_key_prefix)
     socket_timeout_s: float = attrs.field(default=5.0, validator=_positive)
     call_timeout_ms: int = attrs.field(default=500, validator=_positive)
     startup_wait_s: float = attrs.field(default=10.0, validator=_positive)

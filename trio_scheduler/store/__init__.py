@@ -2,7 +2,8 @@
 
 :func:`open_store` is the one place that picks the backend from configuration: no Redis URL
 means the embedded :class:`MemoryStore` (one instance, no dependency), a URL means
-:class:`~trio_scheduler.store.redis.RedisStore` with its bridge task running.
+:class:`~trio_scheduler.store.redis.RedisStore` with its bridge task running, on one Redis or
+on a Redis Cluster (``redis+cluster://``).
 """
 
 from __future__ import annotations

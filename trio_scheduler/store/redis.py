@@ -23,6 +23,12 @@ Atomic steps are Lua scripts (``store/lua/*.lua``) run by SHA: their SHA-1 is co
 locally, they are loaded with SCRIPT LOAD when the store opens, and a NOSCRIPT reply (Redis
 restarted or SCRIPT FLUSH) reloads the script and retries that request once, in the same hop.
 
+The same store runs on one Redis and on a Redis Cluster (:mod:`~trio_scheduler.store.topology`
+holds what differs). On a cluster the pipeline is a ClusterPipeline: it sends each node its
+share of the batch, follows MOVED/ASK replies and retries the commands of a node whose
+connection broke one by one, and still returns one reply or error per command. A node that
+cannot be connected at all fails the whole batch, like a lost connection to a single Redis.
+
 Deadlines
 ---------
 Every awaited call has a deadline (``call_timeout_s``): a frozen Redis fails each caller
@@ -55,14 +61,20 @@ import trio
 from trio_scheduler.startup import StoreUnreachable
 from trio_scheduler.store.base import Reservation, StoreUnavailable
 from trio_scheduler.store.keys import Keys
+from trio_scheduler.store.topology import Standalone, Topology, open_topology
 
 __all__ = ["RedisStore", "open_redis_store"]
 
 log = structlog.get_logger(__name__)
 
 #: Errors meaning "Redis cannot be reached / did not answer" (BusyLoadingError and
-#: AuthenticationError are ConnectionError subclasses). They become StoreUnavailable.
-_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+#: AuthenticationError are ConnectionError subclasses), or, from a cluster client, "the
+#: cluster cannot be reached or has no usable slot map". They become StoreUnavailable.
+_UNREACHABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.RedisClusterException,
+)
 
 _PENDING: Any = object()
 
@@ -93,13 +105,19 @@ class _Request:
     ``done`` is set, which the bridge does once the thread hop has returned.
     """
 
-    __slots__ = ("command", "script", "done", "value", "error", "batch_error", "droppable",
-                 "abandoned")
+    __slots__ = ("command", "key", "script", "done", "value", "error", "batch_error",
+                 "droppable", "abandoned")
 
     def __init__(
-        self, command: tuple[Any, ...], script: _Script | None = None, *, droppable: bool = False
+        self,
+        command: tuple[Any, ...],
+        key: str | None,
+        script: _Script | None = None,
+        *,
+        droppable: bool = False,
     ) -> None:
         self.command = command  # arguments of Pipeline.execute_command
+        self.key = key  # the key it routes by on a cluster (None: a command without keys)
         self.script = script  # set for EVALSHA: what to reload on NOSCRIPT
         self.droppable = droppable  # may be skipped once its caller gave up
         self.abandoned = False  # its caller stopped waiting (deadline or cancellation)
@@ -131,19 +149,29 @@ class _Request:
         raise error  # this command's own error reply (WRONGTYPE, …): a fresh instance
 
 
-# Error replies that say the server cannot take writes right now (failover, memory,
-# persistence, replicas), not that the command was wrong: the store is unavailable.
-_SERVER_STATE_ERRORS = frozenset(
+# Error replies that say the server cannot serve right now (failover, memory, persistence,
+# replicas, a cluster down or resharding), not that the command was wrong: the store is
+# unavailable. redis-py turns some codes into exception classes and strips the code from the
+# message; the others keep it as the message's first word.
+_SERVER_STATE_CLASSES = (
+    redis.exceptions.ReadOnlyError,  # READONLY
+    redis.exceptions.OutOfMemoryError,  # OOM
+    redis.exceptions.TryAgainError,  # TRYAGAIN
+    redis.exceptions.ClusterError,  # CLUSTERDOWN, MASTERDOWN, redirections without end
+)
+_SERVER_STATE_CODES = frozenset(
     {"READONLY", "OOM", "MISCONF", "NOREPLICAS", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN",
      "CLUSTERDOWN"}
 )
 
 
 def _server_state_error(error: BaseException) -> bool:
+    if isinstance(error, _SERVER_STATE_CLASSES):
+        return True
     if not isinstance(error, redis.ResponseError):
         return False
     words = str(error).split(maxsplit=1)
-    return bool(words) and words[0] in _SERVER_STATE_ERRORS
+    return bool(words) and words[0] in _SERVER_STATE_CODES
 
 
 class RedisStore:
@@ -158,13 +186,13 @@ class RedisStore:
 
     def __init__(
         self,
-        client: redis.Redis,
+        topology: Topology,
         *,
         key_prefix: str = "ts:",
         max_batch: int = 256,
         call_timeout_s: float = 0.5,
     ) -> None:
-        self._client = client
+        self._topology = topology
         self._keys = Keys(key_prefix)
         self._max_batch = max_batch
         self._call_timeout_s = call_timeout_s
@@ -185,6 +213,7 @@ class RedisStore:
         key = self._keys.reservations(node_id)
         granted, in_use = await self._call(
             ("EVALSHA", script.sha, 1, key, member, capacity, now_ms, expires_at_ms),
+            key,
             script,
             droppable=True,
             undo=("ZREM", key, member),
@@ -192,17 +221,18 @@ class RedisStore:
         return Reservation(bool(granted), int(in_use))
 
     async def release(self, node_id: str, member: str) -> bool:
-        removed = await self._call(("ZREM", self._keys.reservations(node_id), member))
-        return int(removed) > 0
+        key = self._keys.reservations(node_id)
+        return int(await self._call(("ZREM", key, member), key)) > 0
 
     def release_soon(self, node_id: str, member: str) -> None:
-        self._submit(_Request(("ZREM", self._keys.reservations(node_id), member)))
+        key = self._keys.reservations(node_id)
+        self._submit(_Request(("ZREM", key, member), key))
 
     async def in_use(self, node_id: str, now_ms: int) -> int:
         # "(now" is an exclusive bound: an entry expiring exactly at now_ms no longer counts,
         # as in MemoryStore (expiry > now_ms) and reserve.lua (drops score <= now).
         key = self._keys.reservations(node_id)
-        return int(await self._call(("ZCOUNT", key, f"({now_ms}", "+inf"), droppable=True))
+        return int(await self._call(("ZCOUNT", key, f"({now_ms}", "+inf"), key, droppable=True))
 
     async def put_node(
         self, node_id: str, fields: Mapping[str, str], ttl_ms: int | None = None
@@ -213,7 +243,7 @@ class RedisStore:
             return
         key = self._keys.node(node_id)
         also = (("PEXPIRE", key, ttl_ms),) if ttl_ms is not None else ()
-        await self._call(("HSET", key, *_flat(fields)), also=also)
+        await self._call(("HSET", key, *_flat(fields)), key, also=also)
 
     async def put_nodes(
         self, nodes: Mapping[str, Mapping[str, str]], ttl_ms: int | None = None
@@ -222,9 +252,9 @@ class RedisStore:
             requests = []
             for node_id, fields in nodes.items():
                 key = self._keys.node(node_id)
-                requests.append(self._start(("HSET", key, *_flat(fields))))
+                requests.append(self._start(("HSET", key, *_flat(fields)), key))
                 if ttl_ms is not None:
-                    self._submit(_Request(("PEXPIRE", key, ttl_ms)))
+                    self._submit(_Request(("PEXPIRE", key, ttl_ms), key))
         except StoreUnavailable:
             await trio.lowlevel.checkpoint()
             raise
@@ -236,8 +266,8 @@ class RedisStore:
     async def get_nodes(self, node_ids: list[str]) -> dict[str, dict[str, str]]:
         """Mirrored nodes by id, in one batch; ids without a hash are left out."""
         try:
-            requests = [self._start(("HGETALL", self._keys.node(n)), droppable=True)
-                        for n in node_ids]
+            keys = [self._keys.node(n) for n in node_ids]
+            requests = [self._start(("HGETALL", key), key, droppable=True) for key in keys]
         except StoreUnavailable:
             await trio.lowlevel.checkpoint()
             raise
@@ -255,18 +285,21 @@ class RedisStore:
         """Rewrite this instance's hash for ``ttl_ms`` more; False if it was gone (the
         first time, or the store lost it)."""
         script = self._scripts["instance_beat"]
+        instances = self._keys.instances()
         existed = await self._call(
-            ("EVALSHA", script.sha, 2, self._keys.instances(), self._keys.instance(instance_id),
+            ("EVALSHA", script.sha, 2, instances, self._keys.instance(instance_id),
              instance_id, expires_at_ms, ttl_ms, *_flat(fields)),
+            instances,
             script,
         )
         return bool(existed)
 
     async def live_instances(self) -> dict[str, dict[str, str]]:
         script = self._scripts["instance_list"]
+        instances = self._keys.instances()
         reply = await self._call(
-            ("EVALSHA", script.sha, 1, self._keys.instances(), self._keys.instance_prefix()),
-            script, droppable=True,
+            ("EVALSHA", script.sha, 1, instances, self._keys.instance_prefix()),
+            instances, script, droppable=True,
         )
         return {
             reply[i]: dict(zip(reply[i + 1][::2], reply[i + 1][1::2], strict=True))
@@ -275,40 +308,48 @@ class RedisStore:
 
     async def withdraw(self, instance_id: str) -> None:
         """A graceful stop: the instance is gone at once, and so is its inbox."""
-        await self._call(("DEL", self._keys.instance(instance_id)),
-                         also=(("ZREM", self._keys.instances(), instance_id),
-                               ("DEL", self._keys.inbox(instance_id))))
+        instances, inbox = self._keys.instances(), self._keys.inbox(instance_id)
+        self._submit(_Request(("DEL", inbox), inbox))
+        await self._call(("DEL", self._keys.instance(instance_id)), instances,
+                         also=(("ZREM", instances, instance_id),))
 
     async def open_inbox(self, instance_id: str, ttl_ms: int) -> None:
         """Create (or keep) this instance's inbox stream for ``ttl_ms`` more. Messages for
         an instance are only ever added to an existing inbox, so the inbox of an instance
         that died expires with everything in it."""
         key = self._keys.inbox(instance_id)
-        await self._call(("XADD", key, "MAXLEN", "~", 1000, "*", "open", "1"),
+        await self._call(("XADD", key, "MAXLEN", "~", 1000, "*", "open", "1"), key,
                          also=(("PEXPIRE", key, ttl_ms),))
 
     def post(self, instance_id: str, payload: bytes, max_len: int) -> None:
         """Add a message to an instance's inbox without waiting (never creates the inbox;
         the stream keeps about its last ``max_len`` messages)."""
-        self._submit(_Request(("XADD", self._keys.inbox(instance_id), "NOMKSTREAM", "MAXLEN",
-                               "~", max_len, "*", "m", payload)))
+        key = self._keys.inbox(instance_id)
+        self._submit(_Request(("XADD", key, "NOMKSTREAM", "MAXLEN", "~", max_len, "*", "m",
+                               payload), key))
 
     def inbox_reader(self, instance_id: str) -> InboxReader:
         """A blocking reader of this instance's inbox, on its own connection (run its
         ``read`` in a worker thread)."""
-        return InboxReader(self._client, self._keys.inbox(instance_id))
+        return InboxReader(self._topology.dedicated_client(), self._keys.inbox(instance_id))
 
     async def remove_node(self, node_id: str) -> None:
-        await self._call(("DEL", self._keys.node(node_id)))
+        key = self._keys.node(node_id)
+        await self._call(("DEL", key), key)
 
     async def get_node(self, node_id: str) -> dict[str, str] | None:
-        fields = await self._call(("HGETALL", self._keys.node(node_id)), droppable=True)
+        key = self._keys.node(node_id)
+        fields = await self._call(("HGETALL", key), key, droppable=True)
         return dict(fields) if fields else None
 
     async def ping(self) -> bool:
-        """True when Redis answers PING; never raises (it backs ``GET /ready``)."""
+        """True when Redis answers PING (a cluster: says its state is ok); never raises (it
+        backs ``GET /ready``)."""
+        topology = self._topology
         try:
-            return bool(await self._call(("PING",), droppable=True))
+            return topology.healthy(
+                await self._call(topology.health_command, None, droppable=True)
+            )
         except (StoreUnavailable, redis.exceptions.RedisError):
             return False
 
@@ -317,27 +358,33 @@ class RedisStore:
     async def _call(
         self,
         command: tuple[Any, ...],
+        key: str | None,
         script: _Script | None = None,
         *,
         droppable: bool = False,
         undo: tuple[Any, ...] | None = None,
         also: tuple[tuple[Any, ...], ...] = (),
     ) -> Any:
-        """Run one command through the bridge and wait, at most ``call_timeout_s``, for
-        its reply. ``undo`` is queued if the caller gives up while the command may still
-        run (a reservation taken for nobody); ``also`` are commands queued right after it,
-        not waited for."""
+        """Run one command on ``key`` through the bridge and wait, at most
+        ``call_timeout_s``, for its reply. ``undo`` (on the same key) is queued if the caller
+        gives up while the command may still run (a reservation taken for nobody); ``also``
+        are commands on the same key queued right after it, not waited for."""
         try:
-            request = self._start(command, script, droppable=droppable)
+            request = self._start(command, key, script, droppable=droppable)
         except StoreUnavailable:
             await trio.lowlevel.checkpoint()
             raise
         for extra in also:
-            self._submit(_Request(extra))
+            self._submit(_Request(extra, key))
         return await self._finish(request, undo)
 
     def _start(
-        self, command: tuple[Any, ...], script: _Script | None = None, *, droppable: bool = False
+        self,
+        command: tuple[Any, ...],
+        key: str | None,
+        script: _Script | None = None,
+        *,
+        droppable: bool = False,
     ) -> _Request:
         hop_started_at = self._hop_started_at
         if hop_started_at is not None and (
@@ -346,7 +393,7 @@ class RedisStore:
             raise StoreUnavailable(
                 f"Redis has not answered for over {self._call_timeout_s:g} s"
             )
-        request = _Request(command, script, droppable=droppable)
+        request = _Request(command, key, script, droppable=droppable)
         self._submit(request, raise_if_closed=True)
         return request
 
@@ -359,7 +406,7 @@ class RedisStore:
                 # Deadline or cancellation: the bridge may still run it, or drop it.
                 request.abandoned = True
                 if undo is not None:
-                    self._submit(_Request(undo))
+                    self._submit(_Request(undo, request.key))
         if not request.done.is_set():
             raise StoreUnavailable(f"Redis did not answer within {self._call_timeout_s:g} s")
         return request.outcome()
@@ -466,9 +513,10 @@ class RedisStore:
                     request.fail(exc, batch=True)
 
     def _pipeline(self, requests: list[_Request]) -> None:
-        pipe = self._client.pipeline(transaction=False)
+        topology = self._topology
+        pipe = topology.client().pipeline(transaction=False)
         for request in requests:
-            pipe.execute_command(*request.command)
+            pipe.execute_command(*request.command, **topology.route(request.key))
         try:
             replies = pipe.execute(raise_on_error=False)
         except redis.exceptions.DataError as exc:
@@ -487,12 +535,18 @@ class RedisStore:
                 request.value = reply
 
     def _load_scripts(self, scripts: Any = None) -> None:
-        """SCRIPT LOAD (in a worker thread); raises what the client raises."""
-        scripts = list(self._scripts.values() if scripts is None else scripts)
-        pipe = self._client.pipeline(transaction=False)
-        for script in scripts:
-            pipe.script_load(script.source)
-        for script, sha in zip(scripts, pipe.execute(), strict=True):
+        """SCRIPT LOAD on every server that runs scripts (in a worker thread); raises what
+        the client raises."""
+        targets = self._topology.script_targets()
+        loads = [
+            (script, target)
+            for script in (self._scripts.values() if scripts is None else scripts)
+            for target in targets
+        ]
+        pipe = self._topology.client().pipeline(transaction=False)
+        for script, target in loads:
+            pipe.execute_command("SCRIPT LOAD", script.source, **target)
+        for (script, _), sha in zip(loads, pipe.execute(), strict=True):
             if sha != script.sha:  # cannot happen unless Redis changes its digest
                 raise RuntimeError(f"SCRIPT LOAD of {script.name}.lua gave {sha}, expected {script.sha}")
 
@@ -508,10 +562,8 @@ class InboxReader:
     """Reads one stream with blocking XREAD on a connection of its own (not the bridge's:
     a blocked read would hold every other command up). Not thread-safe: one thread."""
 
-    def __init__(self, client: redis.Redis, key: str) -> None:
-        kwargs = dict(client.connection_pool.connection_kwargs)
-        self._client = redis.Redis(connection_pool=redis.ConnectionPool(
-            connection_class=client.connection_pool.connection_class, **kwargs))
+    def __init__(self, client: Any, key: str) -> None:
+        self._client = client  # a client of its own (Topology.dedicated_client)
         self._key = key
         self._last_id = "$"
 
@@ -542,6 +594,8 @@ async def open_redis_store(
 ) -> AsyncIterator[RedisStore]:
     """Open a :class:`RedisStore` on ``url`` and run its bridge task for the block's duration.
 
+    ``url`` names one Redis (``redis://``, ``rediss://``, ``unix://``) or a Redis Cluster
+    through one of its nodes (``redis+cluster://host:port``, ``rediss+cluster://``).
     ``client`` replaces the client built from ``url`` (tests pass a
     ``fakeredis.FakeRedis(decode_responses=True)``); it must decode responses. A client
     passed in belongs to the caller and is not closed; the one built here is.
@@ -554,16 +608,12 @@ async def open_redis_store(
     :class:`StoreUnavailable` and ``ping()`` is False until it comes back. Either way a
     later outage is reported by readiness and by the jobs it fails.
     """
-    owns_client = client is None
     if client is None:
-        client = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=socket_timeout_s,
-            socket_connect_timeout=socket_timeout_s,
-        )
+        topology = open_topology(url, socket_timeout_s=socket_timeout_s)
+    else:
+        topology = Standalone(client, owned=False)
     try:
-        store = RedisStore(client, key_prefix=key_prefix, call_timeout_s=call_timeout_s)
+        store = RedisStore(topology, key_prefix=key_prefix, call_timeout_s=call_timeout_s)
         if startup_wait_s is not None:
             await _wait_until_answering(store, url, startup_wait_s)
         else:
@@ -594,8 +644,7 @@ async def open_redis_store(
                 raise group.exceptions[0] from None
             raise
     finally:
-        if owns_client:
-            client.close()  # closes pooled sockets: does not block
+        topology.close()
 
 
 async def _wait_until_answering(store: RedisStore, url: str, wait_s: float) -> None:
