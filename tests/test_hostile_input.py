@@ -104,8 +104,9 @@ async def test_deeply_nested_frames_are_refused(nursery, kind):
 
 
 async def test_insane_numbers_are_refused_and_free_form_ones_ignored(nursery):
-    """A peer's own number fields are bounded at decode; numbers inside a free-form object
-    we read (``extra.service_timings``) are treated as absent when insane."""
+    """A peer's own number fields are bounded at decode (a result that cannot be read
+    fails its job at once); numbers inside a free-form object we read
+    (``extra.service_timings``) are treated as absent when insane."""
     h = await MemoryHarness.start(nursery)
     node, node_id = await h.ready_node()
     client = h.session()
@@ -115,12 +116,18 @@ async def test_insane_numbers_are_refused_and_free_form_ones_ignored(nursery):
     reply = await client.recv()
     assert (reply["code"], reply["details"]) == ("INVALID_MESSAGE",
                                                  {"field": "client_timestamp_ms"})
-    await client.send(audio_chunk_frame(session_id, 0, is_final=True))
-    job = await node.recv_type("job_assign")
-    for field, value in [("processing_time_ms", 1.7e308), ("node_completed_at_ms", -1.7e308)]:
+    for index, (field, value) in enumerate(
+        [("processing_time_ms", 1.7e308), ("node_completed_at_ms", -1.7e308)]
+    ):
+        await client.send(audio_chunk_frame(session_id, index, is_final=True))
+        job = await node.recv_type("job_assign")
         await node.send(result_frame(job, node_id, **{field: value}))
         reply = await node.recv_type("error")
         assert (reply["code"], reply["details"]) == ("INVALID_MESSAGE", {"field": field})
+        missing = await client.recv_type("missing_result")
+        assert (missing["utterance_index"], missing["reason"]) == (index, "job_failed")
+    await client.send(audio_chunk_frame(session_id, 2, is_final=True))
+    job = await node.recv_type("job_assign")
     await node.send(result_frame(job, node_id, processing_time_ms=None,
                                  extra={"reason": [], "service_timings": {"asr_ms": 1e300}}))
     result = await client.recv_type("translation_result")

@@ -177,6 +177,7 @@ async def test_a_failing_session_event_is_logged_and_the_session_goes_on(nursery
     with capture_logs() as logs:
         await client.send(audio_chunk_frame(session_id, 0))
         await client.send({"type": "client_heartbeat", "session_id": session_id, "timestamp": 1})
+        assert (await client.recv())["code"] == "INTERNAL_ERROR"
         assert (await client.recv())["type"] == "server_heartbeat"
     [failure] = named(logs, "session event failed")
     assert failure["event_type"] == "ClientFrame" and failure["log_level"] == "error"

@@ -60,7 +60,11 @@ async def still_served(client, session_id: str) -> None:
     assert (await client.recv_type("server_heartbeat"))["session_id"] == session_id
 
 
-async def test_result_with_a_huge_integer_is_refused_and_the_job_still_delivers(start_server):
+async def test_result_with_a_huge_integer_is_refused_and_its_utterance_ends_at_once(
+    start_server
+):
+    """The node hears why; the browser gets the utterance's outcome now (not silence
+    until the job timeout), and the session goes on."""
     server = await start_server()
     with trio.fail_after(WIRE_BOUND_S):
         async with ready_node(server) as (node, node_id), connect(server.session_url) as client:
@@ -70,9 +74,13 @@ async def test_result_with_a_huge_integer_is_refused_and_the_job_still_delivers(
             job = await node.recv_type("job_assign")
             await node.send(json.dumps(result_frame(job, node_id, rerun_count=HUGE)))
             await refused(node, "rerun_count")
+            missing = await client.recv_type("missing_result")
+            assert (missing["utterance_index"], missing["reason"]) == (0, "job_failed")
+            await client.send(audio_chunk_frame(session_id, 1, is_final=True))
+            job = await node.recv_type("job_assign")
             await node.send(result_frame(job, node_id, rerun_count=1))
             result = await client.recv_type("translation_result")
-            assert (result["utterance_index"], result["rerun_count"]) == (0, 1)
+            assert (result["utterance_index"], result["rerun_count"]) == (1, 1)
 
 
 async def test_huge_partial_interval_is_refused_at_init(start_server):

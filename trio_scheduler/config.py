@@ -104,6 +104,20 @@ class StoreConfig:
     startup_wait_s: float = attrs.field(default=10.0, validator=_positive)
 
 
+NodeTokens = list[str] | dict[str, list[str]]
+
+
+def _structure_node_tokens(converter: cattrs.Converter):
+    tokens, table = list[str], dict[str, list[str]]
+
+    def structure(value: Any, _: type) -> Any:
+        if isinstance(value, dict):
+            return converter.structure(value, table)
+        return converter.structure(value, tokens)
+
+    return structure
+
+
 @attrs.frozen
 class NodesConfig:
     heartbeat_interval_s: float = attrs.field(default=15.0, validator=_positive)
@@ -114,7 +128,8 @@ class NodesConfig:
     required_services: list[str] = attrs.Factory(lambda: ["asr", "nmt", "tts"])
     max_gpu_queue: int = attrs.field(default=16, validator=_non_negative)
     pairing_code_ttl_s: float = attrs.field(default=600.0, validator=_positive)
-    auth_tokens: list[str] = attrs.Factory(list)
+    # A list (any holder is any node) or a table: token -> node ids it may claim ("x-*": prefix).
+    auth_tokens: NodeTokens = attrs.Factory(list)
     register_timeout_s: float = attrs.field(default=30.0, validator=_positive)
     max_languages: int = attrs.field(default=64, validator=_positive)
     max_concurrent_jobs_limit: int = attrs.field(default=256, validator=_positive)
@@ -241,6 +256,9 @@ def _strict_converter() -> cattrs.Converter:
     """A converter that refuses coercions: ``port = "80"`` is an error, not 80."""
     converter = cattrs.Converter(forbid_extra_keys=True)
     install_strict_hooks(converter)
+    converter.register_structure_hook_func(
+        lambda t: t == NodeTokens, _structure_node_tokens(converter)
+    )
     return converter
 
 

@@ -33,7 +33,7 @@ from trio_scheduler.cluster.directory import NodeDirectory
 from trio_scheduler.cluster.service import Cluster
 from trio_scheduler.config import Config
 from trio_scheduler.dispatch.dispatcher import Dispatcher
-from trio_scheduler.http.auth import UpgradeGate
+from trio_scheduler.http.auth import UpgradeGate, node_identity
 from trio_scheduler.http.front_door import FrontDoor, Request
 from trio_scheduler.http.table import route_table
 from trio_scheduler.loop_lag import LoopLagProbe
@@ -44,6 +44,7 @@ from trio_scheduler.metrics.collector import SchedulerCollector
 from trio_scheduler.metrics.jobs import JobTally
 from trio_scheduler.metrics.store import MeasuredStore
 from trio_scheduler.nodes.connection import NodeServices, run_node_socket
+from trio_scheduler.nodes.identity import NodeIdentity
 from trio_scheduler.sessions.session import SessionServices, run_session_socket
 from trio_scheduler.startup import open_listeners
 from trio_scheduler.store import open_store
@@ -201,11 +202,18 @@ class Scheduler:
         with self._counted("session"):
             await run_session_socket(ws, self.sessions)
 
-    async def node_socket(self, ws: trio_websocket.WebSocketConnection, _: Request | None = None):
+    async def node_socket(
+        self, ws: trio_websocket.WebSocketConnection, request: Request | None = None
+    ):
         if self.recorder is not None:
             ws = RecordingSocket(ws, self.recorder, "node")
+        # The gate let the upgrade in, so the request carries a valid token when tokens are
+        # set; without a request (in-memory sockets in tests) any node is any node.
+        identity = NodeIdentity()
+        if request is not None:
+            identity = node_identity(request, self.config.nodes.auth_tokens) or NodeIdentity(())
         with self._counted("node"):
-            await run_node_socket(ws, self.nodes)
+            await run_node_socket(ws, self.nodes, identity)
 
     @contextmanager
     def _counted(self, socket: str) -> Iterator[None]:

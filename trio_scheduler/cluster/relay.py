@@ -12,13 +12,14 @@ from typing import Any
 
 import attrs
 
+from trio_scheduler.dispatch.dispatcher import InvalidResult
 from trio_scheduler.protocol import codec
 from trio_scheduler.protocol.messages import JobResult
 
 
-def _is_duplicate_refusal(result: JobResult) -> bool:
-    return not result.success and result.error is not None and (
-        result.error.code == "DUPLICATE_JOB_ID"
+def _is_duplicate_refusal(result: JobResult | InvalidResult) -> bool:
+    return isinstance(result, JobResult) and not result.success and (
+        result.error is not None and result.error.code == "DUPLICATE_JOB_ID"
     )
 
 
@@ -51,9 +52,14 @@ class Relays:
         relay = self._relays.get(message.job_id)
         if relay is None or relay.node_id != node_id:
             return False
-        if isinstance(message, JobResult) and not _is_duplicate_refusal(message):
+        if isinstance(message, JobResult | InvalidResult) and not _is_duplicate_refusal(message):
             del self._relays[message.job_id]
         self.forwarded += 1
+        if isinstance(message, InvalidResult):
+            return self._bus.post(relay.origin, {
+                "kind": "invalid_result", "node": node_id, "job": message.job_id,
+                "session": message.session_id, "reason": message.reason,
+            })
         return self._bus.post(relay.origin, {
             "kind": "from_node", "node": node_id, "frame": codec.to_dict(message),
         })

@@ -21,7 +21,7 @@ from trio_scheduler.cluster.directory import NodeDirectory, remote_node, standin
 from trio_scheduler.cluster.links import RemoteLink
 from trio_scheduler.cluster.relay import Relays
 from trio_scheduler.config import Config
-from trio_scheduler.dispatch.dispatcher import Dispatcher
+from trio_scheduler.dispatch.dispatcher import Dispatcher, InvalidResult
 from trio_scheduler.management.owner import NodeManager, RemoteNode, RemoteNodes
 from trio_scheduler.management.publisher import SnapshotPublisher
 from trio_scheduler.management.snapshot import NodeStatus
@@ -208,6 +208,11 @@ class Cluster:
                 frame = codec.decode(orjson.dumps(message["frame"]), NODE_INBOUND)
                 self._dispatcher.route_from_node(message["node"], frame.job_id,
                                                  frame.session_id, frame)
+            case "invalid_result":
+                self._dispatcher.route_from_node(
+                    message["node"], message["job"], message["session"],
+                    InvalidResult(message["job"], message["session"], message["reason"]),
+                )
             case "node_lost":
                 self._dispatcher.remote_node_lost(message["job"], message["node"], sender)
             case "nodes":

@@ -52,6 +52,16 @@ class NodeMessage:
 
 
 @attrs.frozen
+class InvalidResult:
+    """A node's ``job_result`` that could not be read (a value out of bounds, a missing
+    field): the job it names fails now, instead of waiting for its timeout."""
+
+    job_id: str
+    session_id: str
+    reason: str
+
+
+@attrs.frozen
 class NodeLost:
     job_id: str
     node_id: str

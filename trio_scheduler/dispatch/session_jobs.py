@@ -35,6 +35,7 @@ from trio_scheduler.dispatch.dispatcher import (
     CapacityFreed,
     Dispatched,
     Dispatcher,
+    InvalidResult,
     NodeLost,
     NodeMessage,
     NoNode,
@@ -198,7 +199,17 @@ class SessionJobs:
         await self._try_next(now)
 
     async def handle(self, event: Any, now: float) -> None:
-        """A node event routed to this session, or an attempt's report."""
+        """A node event routed to this session, or an attempt's report. If handling it
+        fails (a bug), its job ends with ``job_failed`` rather than hanging."""
+        try:
+            await self._handle(event, now)
+        except Exception:
+            job_id = getattr(event, "job_id", None) or getattr(
+                getattr(event, "message", None), "job_id", None)
+            log.exception("job event failed", job_id=job_id, event_type=type(event).__name__)
+            await self._broken(job_id, now)
+
+    async def _handle(self, event: Any, now: float) -> None:
         match event:
             case AttemptDone():
                 await self._on_attempt_done(event, now)
@@ -214,7 +225,23 @@ class SessionJobs:
             j for j in self._jobs.values()
             if j.deadline is not None and now >= j.deadline and j.job_id != self._trying
         ]:
-            await self._on_job_deadline(job, now)
+            try:
+                await self._on_job_deadline(job, now)
+            except Exception:
+                log.exception("job deadline failed", job_id=job.job_id)
+                await self._broken(job.job_id, now)
+
+    async def _broken(self, job_id: str | None, now: float) -> None:
+        """Handling something of this job failed (a bug): give its slot back and end it
+        with ``job_failed``, so its utterance still gets an outcome."""
+        job = self._jobs.get(job_id) if job_id is not None else None
+        if job is None or job.state.terminal:
+            return
+        if job.reservation_held:
+            self._cancel_on_node(job, "internal error")
+            self._release_slot(job)
+        # An attempt in flight reports later and finds the job gone: it undoes itself.
+        await self._fail(job, ErrorCode.INTERNAL_ERROR, "internal error", now)
 
     # -- attempts ------------------------------------------------------------------------
 
@@ -485,6 +512,13 @@ class SessionJobs:
                 )
             case JobResult():
                 await self._on_job_result(job, message, event, now)
+            case InvalidResult(reason=reason):
+                if job.reservation_held:
+                    if job.node_id != event.node_id:
+                        self._cancel_on_node(job, "answered by an earlier attempt")
+                    self._release_slot(job)
+                await self._fail(job, ErrorCode.INTERNAL_ERROR,
+                                 f"the node's result could not be read: {reason}", now)
 
     async def _on_job_result(
         self, job: Job, result: JobResult, event: NodeMessage, now: float

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import collections
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import parse_qs
 
 import attrs
 
 from trio_scheduler.config import Config
 from trio_scheduler.http.front_door import HttpHandler, Request, Response
+from trio_scheduler.nodes.identity import NodeIdentity
 
 
 def token_matches(request: Request, token: str, *, query: bool = True) -> bool:
@@ -55,6 +56,21 @@ def bearer_if_set(token: str | None, handler: HttpHandler) -> HttpHandler:
     return guarded
 
 
+def node_identity(
+    request: Request, tokens: Iterable[str] | Mapping[str, Iterable[str]]
+) -> NodeIdentity | None:
+    """The node ids the request's token lets it claim (None: no valid token). Without
+    tokens configured, every node is any node."""
+    if not tokens:
+        return NodeIdentity()
+    if not isinstance(tokens, Mapping):
+        return NodeIdentity() if any(token_matches(request, t) for t in tokens) else None
+    for token, patterns in tokens.items():
+        if token_matches(request, token):
+            return NodeIdentity(tuple(patterns))
+    return None
+
+
 @attrs.define
 class UpgradeGate:
     """Admission of WebSocket upgrades, decided before the handshake.
@@ -78,9 +94,8 @@ class UpgradeGate:
         return refusal
 
     def _check(self, request: Request) -> tuple[Response | None, str]:
-        tokens = self.config.nodes.auth_tokens
-        if request.path == "/ws/node" and tokens:
-            if not any(token_matches(request, token) for token in tokens):
+        if request.path == "/ws/node":
+            if node_identity(request, self.config.nodes.auth_tokens) is None:
                 return Response.json(401, {"error": "a valid node token is required"}), "auth"
         if request.path == "/ws/session":
             sessions = self.config.sessions

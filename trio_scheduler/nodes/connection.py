@@ -13,15 +13,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
+import orjson
 import structlog
 import trio
 import trio_websocket
 
 from trio_scheduler.config import Config
-from trio_scheduler.dispatch.dispatcher import Dispatcher
+from trio_scheduler.dispatch.dispatcher import Dispatcher, InvalidResult
 from trio_scheduler.management.node_state import NodeLimits, check_languages, check_registration
 from trio_scheduler.management.owner import NodeManager
 from trio_scheduler.management.snapshot import NodeStatus
+from trio_scheduler.nodes.identity import NodeIdentity
 from trio_scheduler.nodes.link import NodeLink
 from trio_scheduler.protocol import codec
 from trio_scheduler.protocol.codec import ProtocolError
@@ -65,11 +67,15 @@ class Registration:
     epoch: int
 
 
-async def run_node_socket(ws: trio_websocket.WebSocketConnection, services: NodeServices):
-    """Serve one ``/ws/node`` socket until the node or the server closes it."""
+async def run_node_socket(
+    ws: trio_websocket.WebSocketConnection, services: NodeServices,
+    identity: NodeIdentity = NodeIdentity(),
+):
+    """Serve one ``/ws/node`` socket until the node or the server closes it. ``identity``:
+    the node ids its credential lets it claim."""
     nodes = services.config.nodes
     link = NodeLink(nodes.outbound_queue_size, nodes.outbound_queue_bytes)
-    connection = NodeConnection(ws, services, link)
+    connection = NodeConnection(ws, services, link, identity)
     send_timeout = services.config.server.send_timeout_s
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_write_frames, ws, link, send_timeout)
@@ -119,10 +125,13 @@ async def _close_unless_registered(connection: NodeConnection, link: NodeLink, t
 
 
 class NodeConnection:
-    def __init__(self, ws, services: NodeServices, link: NodeLink) -> None:
+    def __init__(
+        self, ws, services: NodeServices, link: NodeLink, identity: NodeIdentity = NodeIdentity()
+    ) -> None:
         self._ws = ws
         self._services = services
         self._link = link
+        self._identity = identity
         self._registration: Registration | None = None
         nodes = services.config.nodes
         self._limits = NodeLimits(nodes.max_languages, nodes.max_concurrent_jobs_limit)
@@ -136,9 +145,20 @@ class NodeConnection:
         try:
             while True:
                 raw = await self._ws.get_message()
-                await self._on_frame(raw)
+                try:
+                    await self._on_frame(raw)
+                except Exception:
+                    # A bug must not cost the node its connection (nor its users their
+                    # jobs): the frame is dropped, logged and answered.
+                    log.exception("node frame failed", node_id=self.node_id)
+                    await self._send_error(ErrorCode.INTERNAL_ERROR,
+                                           "the scheduler failed to handle this frame")
         except trio_websocket.ConnectionClosed:
             pass
+
+    @property
+    def node_id(self) -> str | None:
+        return self._registration.node_id if self._registration is not None else None
 
     async def _on_frame(self, raw: str | bytes) -> None:
         if isinstance(raw, bytes):
@@ -150,6 +170,7 @@ class NodeConnection:
             )
         except ProtocolError as exc:
             await self._send_error(exc.code, exc.message, exc.details)
+            self._fail_unreadable_result(raw, exc)
             return
         if isinstance(message, NodeRegister):
             await self._on_register(message)
@@ -192,6 +213,24 @@ class NodeConnection:
                 log.warning("node reported an error", node_id=registration.node_id,
                             code=message.code, message=message.message)
 
+    def _fail_unreadable_result(self, raw: str, error: ProtocolError) -> None:
+        """A ``job_result`` that names its job but cannot be read fails that job at once
+        (the node got its error; the user gets the utterance's ``missing_result``)."""
+        if self._registration is None:
+            return
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(data, dict) or data.get("type") != "job_result":
+            return
+        job_id, session_id = data.get("job_id"), data.get("session_id")
+        if isinstance(job_id, str) and isinstance(session_id, str):
+            self._services.dispatcher.route_from_node(
+                self._registration.node_id, job_id, session_id,
+                InvalidResult(job_id, session_id, error.message),
+            )
+
     async def _partial_allowed(self, message: AsrPartialFromNode) -> bool:
         """Partials are bounded in size and rate; results never are.
 
@@ -230,7 +269,17 @@ class NodeConnection:
             await self._send_error(rejection.code, rejection.message, rejection.details)
             return
         previous = self._registration
-        node_id = message.node_id or (previous.node_id if previous else None) or new_node_id()
+        node_id = (
+            message.node_id or (previous.node_id if previous else None)
+            or self._identity.new_id() or new_node_id()
+        )
+        if not self._identity.allows(node_id):
+            # One node's credential must not let it take another node (and its users'
+            # audio) over.
+            why = f"this node's token may not register as {echo(node_id)}"
+            log.info("node refused", code=str(ErrorCode.UNAUTHORIZED), why=why)
+            await self._send_error(ErrorCode.UNAUTHORIZED, why, {"field": "node_id"})
+            return
         if previous is not None and previous.node_id != node_id:
             await self._send_error(
                 ErrorCode.NODE_ID_CONFLICT,

@@ -66,6 +66,8 @@ from trio_scheduler.sessions.spec import (
 
 log = structlog.get_logger(__name__)
 
+TIMER_REST_S = 1.0  # after a timer failed (a bug), before timers run again
+
 
 @attrs.frozen
 class ClientFrame:
@@ -184,6 +186,8 @@ class SessionTask:
             metrics=services.metrics,
         )
         self._last_client_at = trio.current_time()
+        self._timers_rest_until = -math.inf  # after a timer failed: no timers until then
+        self._told_internal_error = False
         self._summary = SessionSummary(self._last_client_at)
         self._closing_deadline: float | None = None
         self._finished = False
@@ -219,17 +223,28 @@ class SessionTask:
                     await self._handle(event, now)
                 except Exception:
                     # A bug must not cost the user the session: the event is dropped,
-                    # logged, and the session goes on.
+                    # logged, answered, and the session goes on.
                     log.exception("session event failed", session_id=self.session_id,
                                   event_type=type(event).__name__)
-            if not self._finished:
+                    await self._internal_error()
+            now = trio.current_time()
+            if not self._finished and now >= self._timers_rest_until:
                 try:
-                    await self._on_timers(trio.current_time())
+                    await self._on_timers(now)
                 except Exception:
-                    # A failing timer would fire again at once: end the session instead.
+                    # The same timer would fail again at once: timers rest a while (frames
+                    # and node events are still handled meanwhile).
                     log.exception("session timer failed", session_id=self.session_id)
-                    await self._close(CloseCode.INTERNAL_ERROR, "internal error")
-                    self._finished = True
+                    self._timers_rest_until = now + TIMER_REST_S
+                    await self._internal_error()
+
+    async def _internal_error(self) -> None:
+        """Tell the client once: the web client shows every ``error`` as an alert."""
+        if not self._told_internal_error:
+            self._told_internal_error = True
+            await self.send_error(
+                ErrorCode.INTERNAL_ERROR, "the scheduler hit an internal error; the session goes on"
+            )
 
     def _next_deadline(self) -> float:
         deadlines = [
@@ -242,7 +257,7 @@ class SessionTask:
         ]
         if self._closing_deadline is not None:
             deadlines.append(self._closing_deadline)
-        return min(deadlines, default=math.inf)
+        return max(min(deadlines, default=math.inf), self._timers_rest_until)
 
     async def _handle(self, event: Any, now: float) -> None:
         match event:
