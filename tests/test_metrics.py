@@ -202,3 +202,34 @@ def test_sessions_are_grouped_by_language_pair():
     specs = [Spec("zh", "en"), Spec("zh", "en"), Spec("auto", "en", "two_way_auto", "zh", "en")]
     assert language_pair(specs[2]) == "zh<>en"
     assert sessions_by_pair(specs) == {"zh:en": 2, "zh<>en": 1}
+
+
+async def test_what_the_server_retains_is_exposed_and_comes_back_down(start_server):
+    """A soak watches these: every long-lived map returns to its size once sessions and
+    nodes are gone (the dedup window aside, which forgets by time)."""
+    server = await start_server()
+    port = server.port
+    with trio.fail_after(BOUND_S):
+        before = await scrape(port)
+        assert value(before, "trio_tasks") > 0
+        assert before[("process_resident_memory_bytes", frozenset())] > 0
+        assert before[("process_open_fds", frozenset())] > 0
+        async with connect(server.node_url) as node, connect(server.session_url) as client:
+            node_id = await server.ready_node(node)
+            await client.send(one_way_init("zh", "en"))
+            session_id = (await client.recv())["session_id"]
+            await client.send(audio_chunk_frame(session_id, 0, is_final=True))
+            await node.recv_type("job_assign")
+            during = await scrape(port)
+            assert value(during, "retained_entries", map="dispatcher_routes") == 1
+            assert value(during, "retained_entries", map="sessions") == 1
+            assert value(during, "retained_entries", map="nodes_registered") == 1
+        sessions = server.scheduler.sessions
+        await sessions.metrics.wait_until(lambda: not sessions.sessions)
+        await server.scheduler.publisher.wait_until(lambda s: node_id not in s.nodes)
+        after = await scrape(port)
+    for name in ("dispatcher_routes", "dispatcher_waiting_jobs", "dispatcher_node_loads",
+                 "sessions", "unsent_outcomes", "nodes_registered"):
+        assert value(after, "retained_entries", map=name) == 0, name
+    assert value(after, "retained_entries", map="nodes_departed") == 1  # for a reconnect
+    assert value(after, "retained_entries", map="dispatcher_ended_jobs") == 1  # dedup window

@@ -27,7 +27,7 @@ import attrs
 import structlog
 import trio
 import trio_websocket
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from trio_scheduler.cluster.directory import NodeDirectory
 from trio_scheduler.cluster.service import Cluster
@@ -88,6 +88,7 @@ class Scheduler:
     @classmethod
     def build(cls, config: Config, store: Store, instance_id: str | None = None) -> Scheduler:
         registry = CollectorRegistry()
+        ProcessCollector(registry=registry)  # RSS, open file descriptors, CPU (Linux)
         store = MeasuredStore(store, registry)
         publisher = SnapshotPublisher()
         nodes = config.nodes

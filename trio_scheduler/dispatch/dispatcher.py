@@ -312,6 +312,18 @@ class Dispatcher:
                     break
                 del self._ended[oldest_id]
 
+    def retained(self) -> dict[str, int]:
+        """Sizes of what this keeps between jobs (for the metrics: nothing may grow)."""
+        sizes = {
+            "dispatcher_routes": len(self._routes),
+            "dispatcher_ended_jobs": len(self._ended),
+            "dispatcher_waiting_jobs": len(self._waiters),
+            "dispatcher_node_loads": len(self._in_flight),
+        }
+        if self.relays is not None:
+            sizes["relays"] = len(self.relays)
+        return sizes
+
     @property
     def routed_jobs(self) -> int:
         """Jobs whose node frames are still routed to a session (0 when all ended)."""

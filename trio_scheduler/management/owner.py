@@ -284,6 +284,15 @@ class NodeManager:
         await self._send.send(ListNodes(reply))
         return await reply.wait()
 
+    def retained(self) -> dict[str, int]:
+        """Sizes of the owner's records (for the metrics: nothing may grow without bound)."""
+        return {
+            "nodes_registered": len(self._records),
+            "nodes_departed": len(self._departed),
+            "nodes_remote": len(self._remote),
+            "pairing_codes": len(self._pairings),
+        }
+
     # -- the owner task ----------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

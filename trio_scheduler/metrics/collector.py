@@ -12,6 +12,7 @@ import collections
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from trio_scheduler import __version__
@@ -46,6 +47,20 @@ def labelled(
     return family
 
 
+def _count_tasks() -> int:
+    try:
+        root = trio.lowlevel.current_root_task()
+    except RuntimeError:  # scraped outside Trio (a test calling collect())
+        return 0
+    count, stack = 0, [root] if root is not None else []
+    while stack:
+        task = stack.pop()
+        count += 1
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return count
+
+
 def with_zeros(counts: collections.Counter[str], keys: tuple[str, ...]) -> dict[str, float]:
     """Known label values always present (a rate over a missing series is no rate)."""
     return {**dict.fromkeys(keys, 0), **counts}
@@ -60,6 +75,7 @@ class SchedulerCollector:
         yield from self._nodes_and_pools()
         yield from self._jobs()
         yield from self._traffic()
+        yield from self._internals()
 
     def _server(self) -> Iterator[Metric]:
         s = self._scheduler
@@ -128,6 +144,17 @@ class SchedulerCollector:
         yield labelled(CounterMetricFamily, "session_drops",
                        "What sessions dropped and counted, by what.",
                        "what", with_zeros(drops, SESSION_DROPS))
+
+    def _internals(self) -> Iterator[Metric]:
+        """What the server keeps between events, for a soak to watch for growth."""
+        s = self._scheduler
+        retained = {**s.dispatcher.retained(), **s.manager.retained(),
+                    "sessions": len(s.sessions.sessions),
+                    "unsent_outcomes": s.sessions.metrics.unsent_outcomes}
+        yield labelled(GaugeMetricFamily, "retained_entries",
+                       "Entries of the long-lived maps, by map (none may grow without bound).",
+                       "map", retained)
+        yield gauge("trio_tasks", "Trio tasks alive in the process.", _count_tasks())
 
     def _traffic(self) -> Iterator[Metric]:
         s = self._scheduler
