@@ -58,6 +58,17 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     yield redis_server.url
 
 
+@pytest.fixture
+def own_redis(tmp_path) -> Iterator[RedisServer]:
+    """A redis-server of one test alone, which it may freeze, thaw or restart."""
+    server = start_redis_server(tmp_path)
+    try:
+        yield server
+    finally:
+        server.thaw()  # a frozen server would not stop
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_cluster_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
     """A Redis Cluster of three primaries started for this session, stopped at its end."""

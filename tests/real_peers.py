@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import trio
+import trio_websocket
 
 from trio_scheduler.simulate.frames import heartbeat_frame, register_frame
 from trio_scheduler.simulate.peer import Peer
@@ -41,3 +42,15 @@ async def outcome_frames(client: Peer, timeout_s: float = WIRE_BOUND_S) -> list[
             frames.append(frame := await client.recv())
             if frame["type"] in ("translation_result", "missing_result"):
                 return frames
+
+
+async def close_code(peer: Peer, timeout_s: float = WIRE_BOUND_S) -> int | None:
+    """The close code of ``peer``'s socket, once the server closes it (frames before are
+    skipped)."""
+    with trio.fail_after(timeout_s):
+        try:
+            async for _ in peer.frames():
+                pass
+        except trio_websocket.ConnectionClosed as closed:
+            return closed.reason.code if closed.reason else None
+    return None

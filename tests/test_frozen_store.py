@@ -4,14 +4,10 @@ ahead of it."""
 
 from __future__ import annotations
 
-import os
-import signal
 
-import pytest
 import trio
 
 from conftest import RunningServer, make_config
-from redis_server import start_redis_server
 from real_peers import make_ready, outcome_frames
 from trio_scheduler.server import serve
 from trio_scheduler.simulate.frames import audio_chunk_frame, one_way_init, result_frame
@@ -21,15 +17,6 @@ CALL_TIMEOUT_MS = 300
 HANGOVER_S = 0.2  # [segmentation] hangover_manual_ms
 
 
-@pytest.fixture
-def own_redis(tmp_path):
-    """A redis-server of this test alone: it is frozen and thawed here."""
-    server = start_redis_server(tmp_path)
-    try:
-        yield server
-    finally:
-        os.kill(server.process.pid, signal.SIGCONT)
-        server.stop()
 
 
 async def test_frozen_redis_costs_one_alert_and_no_stall(nursery, own_redis):
@@ -43,7 +30,7 @@ async def test_frozen_redis_costs_one_alert_and_no_stall(nursery, own_redis):
         await client.send(one_way_init("zh", "en"))
         session_id = (await client.recv_type("session_init_ack"))["session_id"]
 
-        os.kill(own_redis.process.pid, signal.SIGSTOP)
+        own_redis.freeze()
         sent = trio.current_time()
         await client.send(audio_chunk_frame(session_id, 0, is_final=True))
         await client.send({"type": "client_heartbeat", "session_id": session_id, "timestamp": 1})
@@ -65,7 +52,7 @@ async def test_frozen_redis_costs_one_alert_and_no_stall(nursery, own_redis):
         assert frames[-1] == frames[-1] | {"utterance_index": 1, "reason": "job_failed"}
         assert trio.current_time() - sent < 2.5
 
-        os.kill(own_redis.process.pid, signal.SIGCONT)
+        own_redis.thaw()
         with trio.fail_after(10):  # the call stuck in Redis returns
             await server.scheduler.store.hop_ended()
         await client.send(audio_chunk_frame(session_id, 2, is_final=True))

@@ -130,7 +130,8 @@ class StallingStore(MemoryStore):
         return await super().reserve(*args)
 
 
-async def test_a_session_keeps_answering_while_its_reservation_hangs(nursery, autojump_clock):
+async def stalled_first_utterance(nursery):
+    """A node, a session, and the session's first reservation hanging in the store."""
     store = StallingStore()
     h = await MemoryHarness.start(nursery, store=store)
     node, node_id = await h.ready_node()
@@ -138,6 +139,11 @@ async def test_a_session_keeps_answering_while_its_reservation_hangs(nursery, au
     session_id = await h.session_id_for(client, one_way_init("zh", "en"))
     await client.send(audio_chunk_frame(session_id, 0, is_final=True))
     await store.next_stall()
+    return h, store, node, node_id, client, session_id
+
+
+async def test_a_session_keeps_answering_while_its_reservation_hangs(nursery, autojump_clock):
+    h, store, node, node_id, client, session_id = await stalled_first_utterance(nursery)
     await client.send({"type": "client_heartbeat", "session_id": session_id, "timestamp": 1})
     with trio.move_on_after(0.01):  # virtual time: no store call is answered meanwhile
         beat = await client.recv_type("server_heartbeat")
@@ -173,13 +179,7 @@ async def test_a_store_outage_is_one_alert_and_each_utterance_gets_an_outcome(
 
 
 async def test_a_client_gone_while_its_attempt_lands_leaves_no_slot(nursery, autojump_clock):
-    store = StallingStore()
-    h = await MemoryHarness.start(nursery, store=store)
-    node, node_id = await h.ready_node()
-    client = h.session()
-    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
-    await client.send(audio_chunk_frame(session_id, 0, is_final=True))
-    await store.next_stall()
+    h, store, node, node_id, client, session_id = await stalled_first_utterance(nursery)
     store.stalled = False
     store.resume()  # the reservation lands as the browser leaves
     await client.ws.aclose()

@@ -4,24 +4,15 @@ taken again, and new utterances succeed."""
 
 from __future__ import annotations
 
-import pytest
 import trio
 
 from conftest import RunningServer, make_config
 from real_peers import WIRE_BOUND_S, make_ready, outcome_frames
-from redis_server import start_redis_server
 from trio_scheduler.server import serve
 from trio_scheduler.simulate.frames import audio_chunk_frame, one_way_init, result_frame
 from trio_scheduler.simulate.peer import connect
 
 
-@pytest.fixture
-def own_redis(tmp_path):
-    server = start_redis_server(tmp_path)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_a_redis_restart_is_repaired_within_one_heartbeat(nursery, own_redis):
