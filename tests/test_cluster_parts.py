@@ -3,6 +3,7 @@ in the owner's snapshot, waiting jobs asked again. No Redis here (see test_clust
 
 from __future__ import annotations
 
+import orjson
 import trio
 import trio.testing
 
@@ -66,11 +67,21 @@ def test_a_node_lost_is_told_to_the_instance_of_each_job_it_carried():
     assert len(relays) == 1
 
 
+class RecordingLink:
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    def send(self, frame: str) -> bool:
+        self.sent.append(orjson.loads(frame))
+        return True
+
+
 def test_relays_end_with_their_origin_or_their_lifetime():
-    relays = Relays(FakeBus(), lifetime_s=10)
-    relays.add("job-1", "inst-a", "n1", object(), now=0)
-    relays.add("job-2", "inst-b", "n1", object(), now=5)
-    relays.instance_lost("inst-a")
+    relays, link = Relays(FakeBus(), lifetime_s=10), RecordingLink()
+    relays.add("job-1", "inst-a", "n1", link, now=0)
+    relays.add("job-2", "inst-b", "n1", RecordingLink(), now=5)
+    relays.instance_lost("inst-a")  # nobody will read job-1's answer: the node stops it
+    assert [(f["type"], f["job_id"]) for f in link.sent] == [("job_cancel", "job-1")]
     assert len(relays) == 1
     relays.sweep(now=14.9)
     assert len(relays) == 1

@@ -5,6 +5,7 @@ survivor and work again. Instances are real processes on one real redis-server."
 from __future__ import annotations
 
 import pytest
+import redis
 import trio
 
 from instances import start_instance, write_config
@@ -98,3 +99,31 @@ async def test_a_dead_instances_jobs_fail_over_and_its_node_comes_back(
             job = await back.recv_type("job_assign")
             await back.send(result_frame(job, doomed_id))
             assert (await outcome_frames(client))[-1]["type"] == "translation_result"
+
+
+async def test_a_dead_instances_slots_on_a_survivors_node_come_back_at_once(
+    cluster_config, processes, redis_url
+):
+    a = await start(cluster_config, processes)
+    b = await start(cluster_config, processes)
+    with trio.fail_after(30):
+        async with connect(f"{b}/ws/node") as node, connect(f"{a}/ws/session") as client:
+            node_id = await ready_node(node, max_concurrent_jobs=1)
+            await client.send(one_way_init("zh", "en"))
+            session_id = (await client.recv_type("session_init_ack"))["session_id"]
+            job = None
+            while job is None:  # until A sees B's node and sends it the job
+                await client.send(audio_chunk_frame(session_id, 0, is_final=True))
+                with trio.move_on_after(1):
+                    job = await node.recv_type("job_assign")
+                if job is None:
+                    await outcome_frames(client)
+            processes[0].kill()  # A dies with its session's job on B's node
+            cancel = await node.recv_type("job_cancel")  # B stops the orphan...
+            assert cancel["job_id"] == job["job_id"]
+        # ...and gives its slot back, without waiting for it to expire.
+        event = await trio.to_thread.run_sync(
+            processes[1].wait_for, "slots of a dead instance given back")
+        assert event["slots"] == 1
+        with redis.Redis.from_url(redis_url) as store:
+            assert store.zcard(f"ts:{{node:{node_id}}}:res") == 0

@@ -626,3 +626,12 @@ def test_memory_is_the_default_backend() -> None:
             return type(store)
 
     assert trio.run(main) is MemoryStore
+
+
+async def test_the_slots_of_a_dead_instance_are_given_back(redis_store: RedisStore, t0: int):
+    for member in ("a:1@inst-dead", "b:1@inst-live", "c:2@inst-dead", "d:1"):
+        await redis_store.reserve("n1", member, 8, t0, t0 + 1_000)
+    await redis_store.reserve("n2", "e:1@inst-dead", 8, t0, t0 + 1_000)
+    assert await redis_store.release_instance(["n1", "n2", "n3"], "inst-dead") == 3
+    assert await redis_store.in_use("n1", t0) == 2  # inst-live's and the unnamed one
+    assert await redis_store.in_use("n2", t0) == 0

@@ -14,7 +14,7 @@ import attrs
 
 from trio_scheduler.dispatch.dispatcher import InvalidResult
 from trio_scheduler.protocol import codec
-from trio_scheduler.protocol.messages import JobResult
+from trio_scheduler.protocol.messages import JobCancel, JobResult
 
 
 def _is_duplicate_refusal(result: JobResult | InvalidResult) -> bool:
@@ -77,9 +77,10 @@ class Relays:
                                               "job": job_id})
 
     def instance_lost(self, instance_id: str) -> None:
-        """Nobody will read the answers of a dead instance's jobs."""
+        """Nobody will read the answers of a dead instance's jobs: the nodes stop them."""
         for job_id in [j for j, r in self._relays.items() if r.origin == instance_id]:
-            del self._relays[job_id]
+            relay = self._relays.pop(job_id)
+            relay.link.send(codec.encode(JobCancel(job_id, None, "its session's instance died")))
 
     def sweep(self, now: float) -> None:
         while self._relays:

@@ -165,6 +165,14 @@ class Cluster:
         await self._manager.remote_nodes(RemoteNodes(instance, {}, True))
         self._dispatcher.instance_lost(instance)
         self.relays.instance_lost(instance)
+        # Its slots on our nodes come back now, not a job timeout later.
+        local = [n for n, view in self._publisher.current.nodes.items() if view.local]
+        try:
+            freed = await self._store.release_instance(local, instance)
+        except StoreUnavailable:
+            return  # they expire by themselves
+        if freed:
+            log.info("slots of a dead instance given back", instance=instance, slots=freed)
 
     async def _retry_waiters(self) -> None:
         interval_s = self._config.wait_retry_ms / 1000

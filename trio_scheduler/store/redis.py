@@ -228,6 +228,24 @@ class RedisStore:
         key = self._keys.reservations(node_id)
         self._submit(_Request(("ZREM", key, member), key))
 
+    async def release_instance(self, node_ids: list[str], instance_id: str) -> int:
+        """Give back the slots these nodes hold for a dead instance; how many there were."""
+        script = self._scripts["release_instance"]
+        try:
+            requests = [
+                self._start(("EVALSHA", script.sha, 1, key, f"@{instance_id}"), key, script)
+                for key in (self._keys.reservations(n) for n in node_ids)
+            ]
+        except StoreUnavailable:
+            await trio.lowlevel.checkpoint()
+            raise
+        removed = 0
+        for request in requests:
+            removed += int(await self._finish(request))
+        if not requests:
+            await trio.lowlevel.checkpoint()
+        return removed
+
     async def in_use(self, node_id: str, now_ms: int) -> int:
         # "(now" is an exclusive bound: an entry expiring exactly at now_ms no longer counts,
         # as in MemoryStore (expiry > now_ms) and reserve.lua (drops score <= now).
