@@ -16,6 +16,7 @@ from trio_scheduler.simulate.frames import (
     one_way_init,
     register_frame,
     result_frame,
+    session_init_frame,
 )
 from trio_scheduler.simulate.peer import connect
 from trio_scheduler.server import serve
@@ -294,3 +295,53 @@ async def test_instances_share_nodes_on_a_redis_cluster(nursery, redis_cluster):
         await node.send(result_frame(job, node_id))
         assert (await outcome_frames(client))[-1]["type"] == "translation_result"
         assert await b.scheduler.store.in_use(node_id, 0) == 0
+
+
+def comparable(frame: dict, session_id: str, job_id: str) -> dict:
+    """A frame with what differs between two runs of one scenario taken out (its ids,
+    the times it carries)."""
+    varying = {"job_id": job_id, "session_id": session_id}
+    out = {}
+    for key, value in frame.items():
+        if key in ("turn_id", "scheduler_sent_at_ms", "created_at_ms", "group_id"):
+            continue
+        if key == "network_timings":
+            value = sorted(value)  # which timings are there, not their values
+        out[key] = "<id>" if varying.get(key) == value and value else value
+    return out
+
+
+async def scenario(node_server: RunningServer, session_server: RunningServer, node, node_id):
+    """The web client's two-way session, one utterance with a partial and an ack; every
+    frame both peers see, comparable across runs."""
+    seen = []
+    async with connect(session_server.session_url) as client:
+        await client.send(session_init_frame())
+        session_id = (await client.recv_type("session_init_ack"))["session_id"]
+        await utterance(client, session_id, 0)
+        with trio.fail_after(WIRE_BOUND_S):
+            job = await node.recv_type("job_assign")
+        seen.append(job)
+        common = {"job_id": job["job_id"], "attempt_id": 1, "node_id": node_id,
+                  "session_id": session_id, "trace_id": job["trace_id"]}
+        await node.send({"type": "job_ack", **common})
+        await node.send({"type": "asr_partial", **common, "utterance_index": 0,
+                         "text": "你", "is_final": False})
+        await node.send(result_frame(job, node_id))
+        seen += await outcome_frames(client)
+    return [comparable(f, session_id, job["job_id"]) for f in seen]
+
+
+async def test_a_remote_round_trip_shows_every_field_a_local_one_does(nursery, redis_url):
+    a, b = await start_instances(nursery, redis_url, 2)
+    async with connect(a.node_url) as node:
+        node_id = await make_ready(node, a.scheduler)
+        await wait_for_remote_node(b, node_id)
+        local = await scenario(a, a, node, node_id)
+        remote = await scenario(a, b, node, node_id)
+    kinds = [(f["type"], f.get("event")) for f in local]
+    assert kinds == [("job_assign", None), ("ui_event", "DISPATCHED"),
+                     ("ui_event", "NODE_ACCEPTED"), ("ui_event", "ASR_PARTIAL"),
+                     ("asr_partial", None), ("ui_event", "ASR_FINAL"), ("ui_event", "NMT_DONE"),
+                     ("translation_result", None)]
+    assert remote == local
