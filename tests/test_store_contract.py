@@ -635,3 +635,19 @@ async def test_the_slots_of_a_dead_instance_are_given_back(redis_store: RedisSto
     assert await redis_store.release_instance(["n1", "n2", "n3"], "inst-dead") == 3
     assert await redis_store.in_use("n1", t0) == 2  # inst-live's and the unnamed one
     assert await redis_store.in_use("n2", t0) == 0
+
+
+async def test_an_inbox_reader_gets_what_was_posted_before_it_first_read(
+    redis_store: RedisStore,
+):
+    await redis_store.open_inbox("inst-a", ttl_ms=60_000)
+    redis_store.post("inst-a", b"early", max_len=100)
+    redis_store.post("inst-nobody", b"lost", max_len=100)  # no inbox: not created by a post
+    assert await redis_store.ping()  # queued after the posts: they have run
+    reader = redis_store.inbox_reader("inst-a")
+    try:
+        assert await trio.to_thread.run_sync(reader.read, 100, 10) == ["early"]
+        redis_store.post("inst-a", b"later", max_len=100)
+        assert await trio.to_thread.run_sync(reader.read, 1000, 10) == ["later"]
+    finally:
+        reader.close()

@@ -583,7 +583,9 @@ class InboxReader:
     def __init__(self, client: Any, key: str) -> None:
         self._client = client  # a client of its own (Topology.dedicated_client)
         self._key = key
-        self._last_id = "$"
+        # From the start: the inbox is this instance's alone (its id is new each run),
+        # and a first read from "$" would miss what was posted before it began.
+        self._last_id = "0-0"
 
     def read(self, block_ms: int, count: int) -> list[bytes | str]:
         """The next messages (their payloads), waiting up to ``block_ms`` for one."""
