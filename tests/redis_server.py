@@ -147,10 +147,12 @@ def _cluster_args(directory: Path, port: int) -> list[str]:
 
 
 def start_redis_server(
-    directory: Path, *, cluster: bool = False, timeout: float = 15.0, attempts: int = 3
+    directory: Path, *, cluster: bool = False, timeout: float = 15.0, attempts: int = 3,
+    extra_args: tuple[str, ...] = (),
 ) -> RedisServer:
     """Start redis-server in ``directory`` on a free port and return it once it is ready;
-    ``cluster=True`` starts it as a cluster node (of no cluster yet).
+    ``cluster=True`` starts it as a cluster node (of no cluster yet); ``extra_args`` are
+    more options (``--requirepass``, say).
 
     A port that was free when picked can be taken before the server binds it; that attempt
     then fails and other ports are tried, up to ``attempts`` times.
@@ -169,6 +171,7 @@ def start_redis_server(
             "--dir", str(directory),
             "--logfile", "",  # log to stdout, where readiness is read
             "--daemonize", "no",
+            *extra_args,
         ]
         process = subprocess.Popen(
             argv,

@@ -49,7 +49,7 @@ def test_a_relay_sends_the_nodes_answers_home_until_the_result():
                      error=JobErrorInfo("DUPLICATE_JOB_ID", "seen"))
     assert relays.forward("n1", refusal) is True  # not the end: the answer follows
     assert relays.forward("n1", result("job-1")) is True
-    assert [(i, m["kind"], m["frame"]["success"]) for i, m in bus.posts] == [
+    assert [(i, m["kind"], orjson.loads(m["frame"])["success"]) for i, m in bus.posts] == [
         ("inst-a", "from_node", False), ("inst-a", "from_node", True)]
     assert len(relays) == 0  # the result ended it
     assert relays.forward("n1", result("job-1")) is False

@@ -45,10 +45,12 @@ class Relays:
         self._relays.pop(job_id, None)  # re-added at the end: entries stay in expiry order
         self._relays[job_id] = Relay(origin, node_id, link, now + self._lifetime_s)
 
-    def forward(self, node_id: str, message: Any) -> bool:
+    def forward(self, node_id: str, message: Any, raw: str | None = None) -> bool:
         """Send a node's frame about a relayed job back to its session's instance; False
         when the job is not one we relay for that node. A result ends the relay (but a
-        refusal of a repeated job id, which the first copy's answer follows)."""
+        refusal of a repeated job id, which the first copy's answer follows). The frame
+        goes as the node sent it (``raw``) when there is one: it was checked here and is
+        decoded once more there, with no encoding in between."""
         relay = self._relays.get(message.job_id)
         if relay is None or relay.node_id != node_id:
             return False
@@ -60,9 +62,9 @@ class Relays:
                 "kind": "invalid_result", "node": node_id, "job": message.job_id,
                 "session": message.session_id, "reason": message.reason,
             })
-        return self._bus.post(relay.origin, {
-            "kind": "from_node", "node": node_id, "frame": codec.to_dict(message),
-        })
+        frame = raw if raw is not None else codec.encode(message)
+        return self._bus.post(relay.origin, {"kind": "from_node", "node": node_id,
+                                             "frame": frame})
 
     def drop(self, job_id: str) -> None:
         """The job's session cancelled it: nothing more of it is wanted there."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import structlog
 import trio
 
@@ -28,6 +27,7 @@ from trio_scheduler.management.snapshot import NodeStatus
 from trio_scheduler.protocol import codec
 from trio_scheduler.protocol.codec import ProtocolError
 from trio_scheduler.protocol.messages import NODE_INBOUND
+from trio_scheduler.store import resp
 from trio_scheduler.store.base import StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -55,7 +55,11 @@ class Cluster:
         self._manager = manager
         self._dispatcher = dispatcher
         self._describe = describe  # () -> fields this instance announces (counts, address)
-        self.bus = Bus(store, instance_id, max_len=cluster.inbox_max_len)
+        self.bus = Bus(
+            store, instance_id, max_len=cluster.inbox_max_len,
+            address=resp.address_of(config.store.redis_url or ""),
+            timeout_s=config.store.socket_timeout_s,
+        )
         jobs = config.jobs
         self.relays = Relays(self.bus, (jobs.timeout_ms + jobs.reservation_margin_ms) / 1000)
         node_ttl_ms = int(max(cluster.instance_timeout_s, config.nodes.heartbeat_timeout_s) * 1000)
@@ -213,7 +217,7 @@ class Cluster:
                 if node is not None:
                     node.link.send(message["frame"])
             case "from_node":
-                frame = codec.decode(orjson.dumps(message["frame"]), NODE_INBOUND)
+                frame = codec.decode(message["frame"], NODE_INBOUND)
                 self._dispatcher.route_from_node(message["node"], frame.job_id,
                                                  frame.session_id, frame)
             case "invalid_result":

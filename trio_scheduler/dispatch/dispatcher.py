@@ -331,15 +331,18 @@ class Dispatcher:
 
     # -- node -> session routing -----------------------------------------------------
 
-    def route_from_node(self, node_id: str, job_id: str, session_id: str, message: Any) -> bool:
+    def route_from_node(
+        self, node_id: str, job_id: str, session_id: str, message: Any, raw: str | None = None
+    ) -> bool:
         """Forward a node's frame about ``job_id`` to its session; False if refused.
 
         A node can only reach a session through a job that was sent to it: unknown jobs,
-        other nodes' jobs and mismatched session ids are dropped and counted.
+        other nodes' jobs and mismatched session ids are dropped and counted. ``raw``, the
+        frame as the node sent it, travels on to a session on another instance.
         """
         route = self._routes.get(job_id)
         if route is None:
-            if self.relays is not None and self.relays.forward(node_id, message):
+            if self.relays is not None and self.relays.forward(node_id, message, raw):
                 return True  # a job of another instance's session: answered there
             if job_id in self._ended:
                 self.counters.inc("node_frames_after_end")  # duplicates, late results

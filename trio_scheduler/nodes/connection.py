@@ -203,11 +203,11 @@ class NodeConnection:
             case AsrPartialFromNode():
                 if await self._partial_allowed(message):
                     self._services.dispatcher.route_from_node(
-                        registration.node_id, message.job_id, message.session_id, message
+                        registration.node_id, message.job_id, message.session_id, message, raw
                     )
             case JobAck() | JobStarted() | JobResult():
                 self._services.dispatcher.route_from_node(
-                    registration.node_id, message.job_id, message.session_id, message
+                    registration.node_id, message.job_id, message.session_id, message, raw
                 )
             case NodeError():
                 log.warning("node reported an error", node_id=registration.node_id,

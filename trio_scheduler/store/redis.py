@@ -339,6 +339,9 @@ class RedisStore:
         await self._call(("XADD", key, "MAXLEN", "~", 1000, "*", "open", "1"), key,
                          also=(("PEXPIRE", key, ttl_ms),))
 
+    def inbox_key(self, instance_id: str) -> str:
+        return self._keys.inbox(instance_id)
+
     def post(self, instance_id: str, payload: bytes, max_len: int) -> None:
         """Add a message to an instance's inbox without waiting (never creates the inbox;
         the stream keeps about its last ``max_len`` messages)."""
