@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import errno
 import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 import trio
 import trio_websocket
 
+from console import one_line, run, run_script
 from redis_server import free_port
 from trio_scheduler import __version__
 from trio_scheduler.simulate.peer import CannotConnect
@@ -22,41 +21,11 @@ from trio_scheduler.simulate.script import EXIT_UNREACHABLE, reachability_explai
 from trio_scheduler.startup import ExitCode, StoreUnreachable, listen_failure, startup_error
 from trio_scheduler.store.redis import open_redis_store, redacted
 
-ROOT = Path(__file__).resolve().parent.parent
-CONSOLE_SCRIPT = Path(sys.executable).with_name("trio-scheduler")
-RUN_BOUND_S = 30  # one start-and-fail of the real program, imports included
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(CONSOLE_SCRIPT), *args], capture_output=True, text=True,
-                          timeout=RUN_BOUND_S, cwd=ROOT)
-
-
-def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args],
-                          capture_output=True, text=True, timeout=RUN_BOUND_S, cwd=ROOT)
-
-
-def one_line(stderr: str) -> str:
-    """The program said exactly one thing, and not with a traceback."""
-    assert "Traceback" not in stderr and "sub-exception" not in stderr, stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    return lines[0]
-
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "scheduler.toml"
     path.write_text(textwrap.dedent(text))
     return path
-
-
-@pytest.fixture
-def busy_port():
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        yield listener.getsockname()[1]
 
 
 # -- the console script ----------------------------------------------------------------
