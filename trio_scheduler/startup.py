@@ -78,9 +78,10 @@ async def reserve_port(host: str, port: int) -> list[trio.socket.SocketType]:
     """Bind ``host:port`` with ``SO_REUSEPORT`` without listening, failing with
     :class:`CannotListen`; port 0 picks one free port for every address of ``host``.
 
-    The parent of ``serve --workers`` holds these sockets while its workers run: the port
-    stays theirs (a process without ``SO_REUSEPORT``, or another user's, cannot take it
-    while a worker restarts), and a socket that does not listen is given no connection.
+    The parent of ``serve --workers`` holds these sockets while its workers run, so the
+    port picked stays the workers' across their restarts; a socket that does not listen
+    is given no connection. (With ``SO_REUSEADDR``, as a listener has it: without, the
+    connections a server on the port closed a minute ago, in TIME_WAIT, would refuse it.)
     """
     with _cannot_listen(host, port):
         return await _bind_reuse_port(host, port)
