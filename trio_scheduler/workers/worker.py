@@ -27,5 +27,6 @@ def worker_config(config: Config, index: int) -> Config:
     sections: dict[str, dict] = {"server": {"reuse_port": True}}
     if config.trace.path:
         path = Path(config.trace.path)
-        sections["trace"] = {"path": str(path.with_name(f"{path.stem}.worker{index}{path.suffix}"))}
+        own = path.with_name(f"{path.stem}.worker{index}{path.suffix}")
+        sections["trace"] = {"path": str(own)}
     return with_overrides(config, **sections)
