@@ -145,3 +145,17 @@ def start_server(nursery, store_kind, request):
         return RunningServer(scheduler)
 
     return start
+
+
+# -- a port someone else holds ----------------------------------------------------------
+
+import socket  # noqa: E402
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port of 127.0.0.1 held by a listener without SO_REUSEPORT."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]

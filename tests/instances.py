@@ -50,6 +50,7 @@ class ServerProcess:
         self._ended = False
         self._changed = threading.Condition()
         self.instance_id: str | None = None
+        self.port: int | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -67,11 +68,17 @@ class ServerProcess:
             self._ended = True
             self._changed.notify_all()
 
-    def wait_for(self, event_name: str, timeout: float = 20.0, **fields) -> dict:
+    def mark(self) -> int:
+        """Where the log is now: ``wait_for(…, since=mark)`` looks only at what follows."""
+        with self._changed:
+            return len(self.log)
+
+    def wait_for(self, event_name: str, timeout: float = 20.0, *, since: int = 0,
+                 **fields) -> dict:
         """Block until a log line with that event (and fields) has appeared (it may have
-        appeared already)."""
+        appeared already, after line ``since``)."""
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = since
         with self._changed:
             while True:
                 for event in self.log[seen:]:
@@ -87,6 +94,12 @@ class ServerProcess:
                 if remaining <= 0:
                     raise InstanceError(self._report(f"no {event_name!r} within {timeout} s"))
                 self._changed.wait(remaining)
+
+    def wait_closed(self, timeout: float = 20.0) -> None:
+        """Block until every process writing to the log has closed it (exited)."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._ended, timeout):
+                raise InstanceError(self._report(f"log still open after {timeout} s"))
 
     def kill(self) -> None:
         """SIGKILL: no goodbye, no cleanup."""

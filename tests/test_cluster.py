@@ -6,11 +6,13 @@ Each instance is a whole ``serve`` in the test's nursery, with its own port.
 from __future__ import annotations
 
 import trio
+import trio.testing
 
 from conftest import RunningServer, make_config
 from http_client import http_request
 from redis_server import free_port
 from real_peers import WIRE_BOUND_S, close_code, make_ready, outcome_frames, wait_for_node_status
+from trio_scheduler.drain import drain
 from trio_scheduler.simulate.frames import (
     audio_chunk_frame,
     one_way_init,
@@ -54,15 +56,23 @@ async def utterance(client, session_id: str, seq: int) -> int:
     return seq + 2
 
 
+async def job_on_remote_node(a: RunningServer, b: RunningServer, node, client
+                             ) -> tuple[str, str, dict]:
+    """``node`` ready on A and seen by B, ``client`` a session on B that says one
+    utterance: the node's id, the session's, and the job the node receives."""
+    node_id = await make_ready(node, a.scheduler)
+    await wait_for_remote_node(b, node_id)
+    session_id = await open_session(client)
+    await utterance(client, session_id, 0)
+    with trio.fail_after(WIRE_BOUND_S):
+        job = await node.recv_type("job_assign")
+    return node_id, session_id, job
+
+
 async def test_node_on_one_instance_serves_a_session_on_another(nursery, redis_url):
     a, b = await start_instances(nursery, redis_url, 2)
     async with connect(a.node_url) as node, connect(b.session_url) as client:
-        node_id = await make_ready(node, a.scheduler)
-        await wait_for_remote_node(b, node_id)
-        session_id = await open_session(client)
-        await utterance(client, session_id, 0)
-        with trio.fail_after(WIRE_BOUND_S):
-            job = await node.recv_type("job_assign")
+        node_id, session_id, job = await job_on_remote_node(a, b, node, client)
         assert job["session_id"] == session_id and job["utterance_index"] == 0
         assert (job["src_lang"], job["tgt_lang"], job["attempt_id"]) == ("zh", "en", 1)
         assert job["audio_format"] == "opus" and job["sample_rate"] == 16000
@@ -269,6 +279,28 @@ async def test_admin_lists_instances_and_drains_a_node_on_another(nursery, redis
         await wait_for_remote_node(a, node_id, "ready")
 
 
+async def test_a_draining_instance_waits_for_the_job_it_runs_for_another(nursery, redis_url):
+    """A's node runs B's job: A's drain has no job of its own, yet ends only once that
+    job's result has gone back to B (stopping earlier would close the node under it)."""
+    a, b = await start_instances(nursery, redis_url, 2)
+    async with connect(a.node_url) as node, connect(b.session_url) as client:
+        node_id, _, job = await job_on_remote_node(a, b, node, client)
+        drained = trio.Event()
+
+        async def drain_a():
+            assert await drain(a.scheduler) is True
+            drained.set()
+
+        nursery.start_soon(drain_a)
+        await a.scheduler.draining.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert not drained.is_set()
+        await node.send(result_frame(job, node_id))
+        assert (await outcome_frames(client))[-1]["type"] == "translation_result"
+        with trio.fail_after(WIRE_BOUND_S):
+            await drained.wait()
+
+
 async def test_instances_can_share_one_port(nursery, redis_url):
     port = free_port()
     a, b = await start_instances(nursery, redis_url, 2, server={"port": port, "reuse_port": True})
@@ -286,12 +318,7 @@ async def test_instances_share_nodes_on_a_redis_cluster(nursery, redis_cluster):
     the instance registry, the inboxes and the node mirror live on different primaries."""
     a, b = await start_instances(nursery, redis_cluster.url, 2)
     async with connect(a.node_url) as node, connect(b.session_url) as client:
-        node_id = await make_ready(node, a.scheduler)
-        await wait_for_remote_node(b, node_id)
-        session_id = await open_session(client)
-        await utterance(client, session_id, 0)
-        with trio.fail_after(WIRE_BOUND_S):
-            job = await node.recv_type("job_assign")
+        node_id, session_id, job = await job_on_remote_node(a, b, node, client)
         await node.send(result_frame(job, node_id))
         assert (await outcome_frames(client))[-1]["type"] == "translation_result"
         assert await b.scheduler.store.in_use(node_id, 0) == 0

@@ -158,6 +158,9 @@ def test_a_redis_cluster_is_named_by_its_url_scheme(tmp_path, url):
                      id="negative-max-pending"),
         pytest.param("[logging]\nlevel = \"verbose\"\n", ["level", "logging"], id="bad-choice"),
         pytest.param("server = 5\n", ["server"], id="section-not-table"),
+        pytest.param("[workers]\nrestart_delay_s = 10.0\nmax_restart_delay_s = 5.0\n",
+                     ["max_restart_delay_s (5)", "restart_delay_s (10)"],
+                     id="restart-delay-above-its-cap"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, toml, names):
@@ -232,7 +235,7 @@ def test_every_section_is_an_attrs_class():
     sections = section_classes()
     assert set(sections) == {
         "server", "store", "nodes", "segmentation", "jobs", "sessions", "results", "admin",
-        "metrics", "cluster", "trace",
+        "metrics", "cluster", "workers", "trace",
         "logging",
     }
     for section, cls in sections.items():

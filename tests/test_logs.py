@@ -10,12 +10,14 @@ import sys
 
 import orjson
 import pytest
+import structlog
 import trio
 from structlog.testing import capture_logs
 
 from conftest import make_config
 from harness import MemoryHarness
 from http_client import http_request
+from trio_scheduler.logs import configure_logging
 from trio_scheduler.server import serve
 from trio_scheduler.simulate.client import FakeClient
 from trio_scheduler.simulate.frames import (
@@ -243,3 +245,37 @@ async def test_log_level_info_is_quiet_per_chunk_and_job(tmp_path, nursery):
     # 20 chunks, 2 jobs, heartbeats: none of them is a line of its own.
     assert sorted(per_peer) == sorted(
         ["node status", "node status", "node status", "session started", "session ended"])
+
+
+class RecordingStream:
+    """A stderr that keeps each write apart."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+def test_each_line_is_one_write_with_the_fields_given(monkeypatch, log_format):
+    """Workers of serve --workers share one stderr: a line written in two parts could be
+    cut by another worker's; each line also says which worker wrote it."""
+    stream = RecordingStream()
+    monkeypatch.setattr(sys, "stderr", stream)
+    try:
+        configure_logging(log_format, "info", fields={"worker": 2})
+        structlog.get_logger("test").info("scheduler listening", port=5010)
+    finally:
+        structlog.reset_defaults()
+    [line] = stream.writes
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert "scheduler listening" in line
+    assert ('"worker": 2' if log_format == "json" else "worker=2") in line

@@ -3,10 +3,9 @@ the Redis wait at start, and the scripts' one-line failures."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -15,48 +14,26 @@ import pytest
 import trio
 import trio_websocket
 
+from console import one_line, run, run_script
 from redis_server import free_port
 from trio_scheduler import __version__
 from trio_scheduler.simulate.peer import CannotConnect
 from trio_scheduler.simulate.script import EXIT_UNREACHABLE, reachability_explained
-from trio_scheduler.startup import ExitCode, StoreUnreachable, listen_failure, startup_error
+from trio_scheduler.startup import (
+    ExitCode,
+    StoreUnreachable,
+    listen_failure,
+    open_listeners,
+    reserve_port,
+    startup_error,
+)
 from trio_scheduler.store.redis import open_redis_store, redacted
-
-ROOT = Path(__file__).resolve().parent.parent
-CONSOLE_SCRIPT = Path(sys.executable).with_name("trio-scheduler")
-RUN_BOUND_S = 30  # one start-and-fail of the real program, imports included
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(CONSOLE_SCRIPT), *args], capture_output=True, text=True,
-                          timeout=RUN_BOUND_S, cwd=ROOT)
-
-
-def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args],
-                          capture_output=True, text=True, timeout=RUN_BOUND_S, cwd=ROOT)
-
-
-def one_line(stderr: str) -> str:
-    """The program said exactly one thing, and not with a traceback."""
-    assert "Traceback" not in stderr and "sub-exception" not in stderr, stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    return lines[0]
 
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "scheduler.toml"
     path.write_text(textwrap.dedent(text))
     return path
-
-
-@pytest.fixture
-def busy_port():
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        yield listener.getsockname()[1]
 
 
 # -- the console script ----------------------------------------------------------------
@@ -142,6 +119,40 @@ def test_startup_error_is_found_inside_groups():
     group = ExceptionGroup("outer", [ExceptionGroup("inner", [error])])
     assert startup_error(group) is error
     assert startup_error(ExceptionGroup("other", [ValueError()])) is None
+
+
+class TwoLoopbacks(trio.abc.HostnameResolver):
+    """A host name with two addresses of this machine, as ``localhost`` often has."""
+
+    async def getaddrinfo(self, host, port, family=0, type=0, proto=0, flags=0):
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))
+                for address in ("127.0.0.1", "127.0.0.2")]
+
+    async def getnameinfo(self, sockaddr, flags):
+        raise NotImplementedError
+
+
+async def test_a_reserved_port_is_one_port_that_reuse_port_listeners_share():
+    """What the parent of serve --workers holds: port 0 picks one port for every address;
+    a plain bind cannot take it, a listener with SO_REUSEPORT joins it and gets the
+    connections (the reservation does not listen)."""
+    previous = trio.socket.set_custom_hostname_resolver(TwoLoopbacks())
+    try:
+        reserved = await reserve_port("two-loopbacks", 0)
+    finally:
+        trio.socket.set_custom_hostname_resolver(previous)
+    with contextlib.ExitStack() as held:
+        for sock in reserved:
+            held.enter_context(sock)
+        [port] = {sock.getsockname()[1] for sock in reserved}
+        assert len(reserved) == 2
+        with socket.socket() as plain, pytest.raises(OSError) as refused:
+            plain.bind(("127.0.0.1", port))
+        assert refused.value.errno == errno.EADDRINUSE
+        [listener] = await open_listeners("127.0.0.1", port, reuse_port=True)
+        async with listener, await trio.open_tcp_stream("127.0.0.1", port):
+            with trio.fail_after(5):
+                await (await listener.accept()).aclose()
 
 
 # -- Redis at start ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import trio.testing
 
 from harness import MemoryHarness
 from trio_scheduler.sessions.audio import plan_a_packet_count
@@ -48,6 +49,9 @@ async def test_recording_writes_every_frame_with_redacted_audio(nursery, autojum
     job = await node.recv_type("job_assign")
     await node.send(result_frame(job, node_id))
     await client.recv_type("translation_result")
+    # A frame out is recorded once its send has returned, which the server's task may not
+    # have seen yet when the client has the frame.
+    await trio.testing.wait_all_tasks_blocked()
     await h.scheduler.recorder.wait_written()
     lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
     kinds = {(e["kind"], e["dir"], e["frame"]["type"]) for e in lines}

@@ -8,10 +8,13 @@ traceback means a bug.
 from __future__ import annotations
 
 import argparse
+import functools
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import attrs
 import structlog
 import trio
 
@@ -28,6 +31,10 @@ from trio_scheduler.drain import drain
 from trio_scheduler.logs import LEVELS, configure_logging
 from trio_scheduler.server import Scheduler, serve
 from trio_scheduler.startup import ExitCode, startup_error
+from trio_scheduler.workers.count import redis_missing, worker_count
+from trio_scheduler.workers.link import ParentLink
+from trio_scheduler.workers.supervisor import serve_workers
+from trio_scheduler.workers.worker import worker_config
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument(
         "--trace-audio", choices=("redact", "full"), help="overrides [trace] audio"
     )
+    serve_cmd.add_argument(
+        "--workers", type=worker_count, metavar="N|auto",
+        help="run N scheduler processes on the port (auto: one per core), restarted when "
+        "they exit; more than one needs a Redis URL",
+    )
+    # A worker of --workers: its index (for its log lines) and its link to the parent.
+    serve_cmd.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve_cmd.add_argument("--supervisor-fd", type=int, help=argparse.SUPPRESS)
     check_cmd = commands.add_parser(
         "check-config", help="validate a config file (keys, types, values and their relations)"
     )
@@ -88,32 +103,64 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 async def run_until_signalled(
-    config: Config, *, task_status: trio.TaskStatus[Scheduler] = trio.TASK_STATUS_IGNORED
+    config: Config,
+    *,
+    parent: ParentLink | None = None,
+    task_status: trio.TaskStatus[Scheduler] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until a signal. SIGTERM drains first (see :mod:`trio_scheduler.drain`), as
     an orchestrator expects; SIGINT, or a second signal during the drain, stops at once.
-    Either way every socket is closed with 1001 and the call returns (exit code 0)."""
+    Either way every socket is closed with 1001 and the call returns (exit code 0).
+
+    A worker of ``serve --workers`` tells its ``parent`` when it listens, and drains as on
+    SIGTERM if the parent is gone.
+    """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             scheduler = await nursery.start(serve, config)
             task_status.started(scheduler)
-            draining = False
+            stopping = Stopping(scheduler, nursery)
+            if parent is not None:
+                await parent.say_listening()
+                nursery.start_soon(_drain_when_gone, parent, stopping)
             async for signum in signals:
                 name = signal.Signals(signum).name
-                if signum == signal.SIGTERM and not draining:
-                    log.info("draining before stopping", signal=name)
-                    draining = True
-                    nursery.start_soon(_drain_then_stop, scheduler, nursery.cancel_scope)
-                    continue
-                log.info("stopping", signal=name)
-                nursery.cancel_scope.cancel()
-                break
+                if signum == signal.SIGTERM:
+                    stopping.drain_first(signal=name)
+                else:
+                    stopping.at_once(signal=name)
+
+
+@attrs.define
+class Stopping:
+    """How the server stops: a drain first, or at once; asked again, at once."""
+
+    scheduler: Scheduler
+    nursery: trio.Nursery
+    draining: bool = False
+
+    def drain_first(self, **cause: str) -> None:
+        if self.draining:
+            self.at_once(**cause)
+            return
+        log.info("draining before stopping", **cause)
+        self.draining = True
+        self.nursery.start_soon(_drain_then_stop, self.scheduler, self.nursery.cancel_scope)
+
+    def at_once(self, **cause: str) -> None:
+        log.info("stopping", **cause)
+        self.nursery.cancel_scope.cancel()
 
 
 async def _drain_then_stop(scheduler: Scheduler, server_scope: trio.CancelScope) -> None:
     await drain(scheduler)
     log.info("stopping")
     server_scope.cancel()
+
+
+async def _drain_when_gone(parent: ParentLink, stopping: Stopping) -> None:
+    await parent.wait_parent_gone()
+    stopping.drain_first(cause="the parent process is gone")
 
 
 def _invalid(exc: ConfigError) -> int:
@@ -126,18 +173,47 @@ def run_serve(args: argparse.Namespace) -> int:
         config = config_from_args(args)
     except ConfigError as exc:
         return _invalid(exc)
+    if args.worker_index is not None:
+        return _run(_as_worker(config, args.worker_index, args.supervisor_fd))
+    if args.workers is not None:
+        problem = redis_missing(args.workers, config)
+        if problem is not None:
+            print(f"trio-scheduler: invalid command line: {problem}", file=sys.stderr)
+            return ExitCode.BAD_CONFIG
     configure_logging(config.logging.format, config.logging.level)
     for warning in config_warnings(config):
         log.warning("configuration", advice=warning)
+    if args.workers is not None:
+        return _run(functools.partial(serve_workers, config, args.workers, args.argv))
+    return _run(functools.partial(run_until_signalled, config))
+
+
+def _as_worker(
+    config: Config, index: int, link_fd: int | None
+) -> Callable[[], Awaitable[object]]:
+    """A worker: settings of its own, its index on every log line (its parent logged the
+    configuration's warnings), its link to the parent."""
+    config = worker_config(config, index)
+    configure_logging(config.logging.format, config.logging.level, fields={"worker": index})
+
+    async def main() -> None:
+        parent = ParentLink(link_fd) if link_fd is not None else None
+        await run_until_signalled(config, parent=parent)
+
+    return main
+
+
+def _run(main: Callable[[], Awaitable[object]]) -> int:
+    """Run ``main``; its exit code (OK unless it returns one), or why it could not start."""
     try:
-        trio.run(run_until_signalled, config)
+        code = trio.run(main)
     except BaseException as exc:
         error = startup_error(exc)
         if error is None:
             raise
         log.error(f"cannot start: {error}", exit_code=int(error.exit_code))
         return error.exit_code
-    return ExitCode.OK
+    return ExitCode.OK if code is None else code
 
 
 def run_check_config(args: argparse.Namespace) -> int:
@@ -153,5 +229,7 @@ def run_check_config(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv  # passed on whole to the workers of serve --workers
     return int(args.run(args))

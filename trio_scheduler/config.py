@@ -229,6 +229,24 @@ class ClusterConfig:
 
 
 @attrs.frozen
+class WorkersConfig:
+    """How the parent of ``serve --workers N`` restarts a worker that exited."""
+
+    restart_delay_s: float = attrs.field(default=0.5, validator=_non_negative)
+    max_restart_delay_s: float = attrs.field(default=30.0, validator=_non_negative)
+    stable_after_s: float = attrs.field(default=60.0, validator=_positive)
+    max_early_exits: int = attrs.field(default=5, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_restart_delay_s < self.restart_delay_s:
+            raise ValueError(
+                f"max_restart_delay_s ({self.max_restart_delay_s:g}) must not be shorter "
+                f"than restart_delay_s ({self.restart_delay_s:g}): the wait before a "
+                "restart only grows"
+            )
+
+
+@attrs.frozen
 class LoggingConfig:
     format: str = attrs.field(
         default="console", validator=attrs.validators.in_(("console", "json"))
@@ -248,6 +266,7 @@ class Config:
     admin: AdminConfig = AdminConfig()
     metrics: MetricsConfig = MetricsConfig()
     cluster: ClusterConfig = ClusterConfig()
+    workers: WorkersConfig = WorkersConfig()
     trace: TraceConfig = TraceConfig()
     logging: LoggingConfig = LoggingConfig()
 

@@ -10,6 +10,7 @@ which closes every socket with 1001.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import structlog
@@ -22,20 +23,35 @@ log = structlog.get_logger(__name__)
 
 
 async def drain(scheduler: Scheduler) -> bool:
-    """Stop taking sessions and wait for the work in flight; False if the grace ran out."""
+    """Stop taking sessions and wait for the work in flight; False if the grace ran out.
+
+    With other instances sharing the store, the work in flight includes their jobs on this
+    instance's nodes: stopping would close those nodes' sockets under them. Their ends
+    (a result passed on, a cancel from their instance) do not move the tally that wakes
+    this wait, so it also looks again every ``[cluster] wait_retry_ms``.
+    """
     scheduler.accepting = False
     scheduler.draining.set()
     grace_s = scheduler.config.server.drain_grace_s
     tally = scheduler.sessions.metrics
     dispatcher = scheduler.dispatcher
+    cluster = scheduler.cluster
+    recheck_s = scheduler.config.cluster.wait_retry_ms / 1000 if cluster else math.inf
+
+    def relayed() -> int:
+        return len(cluster.relays) if cluster is not None else 0
 
     def idle() -> bool:
-        return dispatcher.routed_jobs == 0 and tally.unsent_outcomes == 0
+        return dispatcher.routed_jobs == 0 and tally.unsent_outcomes == 0 and relayed() == 0
 
-    log.info("draining", jobs_on_nodes=dispatcher.routed_jobs, grace_s=grace_s)
+    log.info("draining", jobs_on_nodes=dispatcher.routed_jobs,
+             jobs_of_other_instances=relayed(), grace_s=grace_s)
     with trio.move_on_after(grace_s):
-        await tally.wait_until(idle)
+        while not idle():
+            with trio.move_on_after(recheck_s):
+                await tally.wait_until(idle)
         log.info("drained: every job in flight has ended")
         return True
-    log.warning("drain grace ran out", jobs_on_nodes=dispatcher.routed_jobs)
+    log.warning("drain grace ran out", jobs_on_nodes=dispatcher.routed_jobs,
+                jobs_of_other_instances=relayed())
     return False

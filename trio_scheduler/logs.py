@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
+from typing import Any
+
 import structlog
 
 LEVELS = ("debug", "info", "warning", "error")
 
 
-def configure_logging(log_format: str = "console", level: str = "info") -> None:
-    """Send structlog's lines to stderr, from ``level`` up."""
+def configure_logging(
+    log_format: str = "console", level: str = "info", fields: Mapping[str, Any] | None = None
+) -> None:
+    """Send structlog's lines to stderr, from ``level`` up, each with ``fields`` (a worker
+    of ``serve --workers`` says which it is: its lines share the parent's stderr)."""
+
+    def add_fields(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        return {**event, **fields} if fields else event
+
     renderer = (
         structlog.processors.JSONRenderer()
         if log_format == "json"
@@ -25,6 +35,7 @@ def configure_logging(log_format: str = "console", level: str = "info") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_fields,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
@@ -33,6 +44,8 @@ def configure_logging(log_format: str = "console", level: str = "info") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line (print() makes two: the line, then its newline), so that
+        # the lines of workers sharing one stderr never cut into each other.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 import errno
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import trio
 
@@ -65,20 +67,43 @@ async def open_listeners(
     (instances sharing one Redis, or the workers of ``serve --workers``) then listen on
     the same port and the kernel spreads new connections among them.
     """
-    try:
+    with _cannot_listen(host, port):
         if not reuse_port:
             return await trio.open_tcp_listeners(port, host=host)
-        return await _open_reuse_port_listeners(host, port)
+        sockets = await _bind_reuse_port(host, port, listen=True)
+    return [trio.SocketListener(sock) for sock in sockets]
+
+
+async def reserve_port(host: str, port: int) -> list[trio.socket.SocketType]:
+    """Bind ``host:port`` with ``SO_REUSEPORT`` without listening, failing with
+    :class:`CannotListen`; port 0 picks one free port for every address of ``host``.
+
+    The parent of ``serve --workers`` holds these sockets while its workers run, so the
+    port picked stays the workers' across their restarts; a socket that does not listen
+    is given no connection. (With ``SO_REUSEADDR``, as a listener has it: without, the
+    connections a server on the port closed a minute ago, in TIME_WAIT, would refuse it.)
+    """
+    with _cannot_listen(host, port):
+        return await _bind_reuse_port(host, port)
+
+
+@contextmanager
+def _cannot_listen(host: str, port: int) -> Iterator[None]:
+    try:
+        yield
     except OSError as exc:
         raise CannotListen(listen_failure(exc, host, port)) from exc
 
 
-async def _open_reuse_port_listeners(host: str, port: int) -> list[trio.SocketListener]:
-    """As ``trio.open_tcp_listeners`` does it, with ``SO_REUSEPORT`` set before binding."""
+async def _bind_reuse_port(
+    host: str, port: int, *, listen: bool = False
+) -> list[trio.socket.SocketType]:
+    """As ``trio.open_tcp_listeners`` binds, with ``SO_REUSEPORT`` set before binding, and
+    every address on the port the first one got (port 0 picks it once)."""
     addresses = await trio.socket.getaddrinfo(
         host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
     )
-    listeners = []
+    sockets = []
     try:
         for family, kind, proto, _, address in addresses:
             sock = trio.socket.socket(family, kind, proto)
@@ -87,17 +112,19 @@ async def _open_reuse_port_listeners(host: str, port: int) -> list[trio.SocketLi
                 sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
                 if family == trio.socket.AF_INET6:
                     sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
-                await sock.bind(address)
-                sock.listen(socket.SOMAXCONN)
+                await sock.bind((address[0], port, *address[2:]))
+                if listen:
+                    sock.listen(socket.SOMAXCONN)
             except BaseException:
                 sock.close()
                 raise
-            listeners.append(trio.SocketListener(sock))
+            sockets.append(sock)
+            port = sock.getsockname()[1]
     except BaseException:
-        for listener in listeners:
-            listener.socket.close()
+        for sock in sockets:
+            sock.close()
         raise
-    return listeners
+    return sockets
 
 
 def leaf_exceptions(exc: BaseException) -> list[BaseException]:
