@@ -638,6 +638,7 @@ class SessionTask:
         if spec is None:
             return
         self._summary.told(released)
+        texts = []
         for item in released:
             sent_at_ms = self._services.clock_ms()
             if isinstance(item, Deliver):
@@ -651,24 +652,27 @@ class SessionTask:
             else:
                 frames = [gap_frame(item.index, session_id=spec.session_id,
                                     trace_id=spec.trace_id, sent_at_ms=sent_at_ms)]
-            for frame in frames:
-                await self.send(frame)
+            texts += [codec.encode(frame) for frame in frames]
+        await self._send_texts(texts)
+        for item in released:
             self._services.metrics.released(self.session_id, item)
 
     async def send(self, message: Any) -> None:
-        await self._send_text(codec.encode(message))
+        await self._send_texts([codec.encode(message)])
 
     async def send_error(
         self, code: ErrorCode | str, message: str, details: dict | None = None
     ) -> None:
-        await self._send_text(codec.encode_error(code, message, details))
+        await self._send_texts([codec.encode_error(code, message, details)])
 
-    async def _send_text(self, text: str) -> None:
-        if self._finished:
+    async def _send_texts(self, texts: list[str]) -> None:
+        """Send frames in order, under one deadline (an outcome is up to three frames)."""
+        if self._finished or not texts:
             return
         with trio.move_on_after(self._config.server.send_timeout_s) as scope:
             try:
-                await self._ws.send_message(text)
+                for text in texts:
+                    await self._ws.send_message(text)
             except trio_websocket.ConnectionClosed:
                 # The browser is gone; the reader reports it too. Stop, clean up after.
                 self._finished = True
