@@ -38,7 +38,6 @@ class CloseCode(enum.IntEnum):
     GOING_AWAY = 1001  # server shutting down
     POLICY_VIOLATION = 1008  # kept sending above the message rate limit
     MESSAGE_TOO_BIG = 1009
-    INTERNAL_ERROR = 1011
     REPLACED = 4001  # a newer socket registered the same node_id
     HEARTBEAT_TIMEOUT = 4002  # a node sent no heartbeat for heartbeat_timeout_s
     UNRESPONSIVE = 4003  # a node did not register in time, or stopped reading its socket
