@@ -89,6 +89,7 @@ def redis_cluster(redis_cluster_servers: RedisClusterServers) -> Iterator[RedisC
 import attrs  # noqa: E402
 import pytest  # noqa: E402
 
+from instances import LENIENT_ADMISSION  # noqa: E402
 from trio_scheduler.config import Config, with_overrides  # noqa: E402
 from trio_scheduler.server import Scheduler, serve  # noqa: E402
 
@@ -122,7 +123,7 @@ class RunningServer:
 
 
 def make_config(**sections) -> Config:
-    base = with_overrides(Config(), server={"host": "127.0.0.1", "port": 0})
+    base = with_overrides(Config(), server={"host": "127.0.0.1", "port": 0, **LENIENT_ADMISSION})
     return with_overrides(base, **sections) if sections else base
 
 

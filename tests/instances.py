@@ -23,8 +23,16 @@ class InstanceError(RuntimeError):
     pass
 
 
+# The suite shares a machine with itself and others: a test about something else must not
+# be turned away by admission control because its neighbours load the CPU. Admission
+# control's own tests set these.
+LENIENT_ADMISSION = {"overload_lag_ms": 60_000, "max_session_starts_per_s": 100_000.0}
+
+
 def write_config(path: Path, sections: dict[str, dict]) -> Path:
-    """A TOML config with ``sections`` (flat values only: numbers, strings, booleans)."""
+    """A TOML config with ``sections`` (flat values only: numbers, strings, booleans);
+    admission control is lenient unless ``sections`` says otherwise."""
+    sections = {**sections, "server": {**LENIENT_ADMISSION, **sections.get("server", {})}}
 
     def value(v) -> str:
         return json.dumps(v) if not isinstance(v, bool) else str(v).lower()

@@ -321,7 +321,7 @@ def test_contradictory_settings_are_errors(tmp_path, breaking, holding, names):
 
 def test_every_relation_is_tested():
     """One case above per required relation: a new one needs its own."""
-    assert len(RELATIONS_REQUIRED) == 6 and len(RELATIONS_ADVISED) == 2
+    assert len(RELATIONS_REQUIRED) == 6 and len(RELATIONS_ADVISED) == 3
 
 
 def test_every_broken_relation_is_reported():
@@ -336,6 +336,8 @@ def test_every_broken_relation_is_reported():
     [
         ({"nodes": {"heartbeat_timeout_s": 29.0}}, "one late heartbeat takes a node offline"),
         ({"jobs": {"pending_timeout_ms": 30001}}, "jobs.pending_timeout_ms (30001) is longer"),
+        ({"server": {"overload_lag_ms": 99}}, "loop_lag_interval_s (0.1) is longer than "
+                                              "server.overload_lag_ms (99)"),
     ],
 )
 def test_doubtful_settings_are_warnings(sections, advice):

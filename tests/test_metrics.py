@@ -185,6 +185,17 @@ async def test_loop_lag_probe_reports_how_late_it_woke(nursery, mock_clock):
     assert probe.lag_s == pytest.approx(0.0)
 
 
+async def test_loop_lag_probe_reports_the_share_of_a_core_used(nursery, mock_clock):
+    used = [0.0]  # CPU seconds the process has used, as the probe reads them
+    probe = LoopLagProbe(interval_s=0.25, wall=trio.current_time, cpu=lambda: used[0])
+    await nursery.start(probe.run)
+    for _ in range(4):  # one second, of which the process used 0.7 s of CPU
+        used[0] += 0.175
+        mock_clock.jump(0.25)
+        await trio.testing.wait_all_tasks_blocked()
+    assert probe.cpu_busy == pytest.approx(0.7)
+
+
 def test_percentiles_are_nearest_rank_in_ms():
     samples = [i / 1000 for i in range(1, 101)]  # 1..100 ms
     assert percentiles_ms(samples) == {"count": 100, "p50": 50.0, "p90": 90.0, "p99": 99.0}

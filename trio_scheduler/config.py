@@ -82,6 +82,10 @@ class ServerConfig:
     max_text_chars: int = attrs.field(default=10_000, validator=_positive)
     max_object_bytes: int = attrs.field(default=16_384, validator=_positive)
     max_list_items: int = attrs.field(default=256, validator=_positive)
+    overload_lag_ms: int = attrs.field(default=200, validator=_positive)
+    overload_recover_s: float = attrs.field(default=2.0, validator=_non_negative)
+    overload_retry_after_s: int = attrs.field(default=5, validator=_positive)
+    max_session_starts_per_s: float = attrs.field(default=200.0, validator=_positive)
 
     @functools.cached_property
     def decode_limits(self) -> DecodeLimits:
@@ -206,7 +210,7 @@ class AdminConfig:
 @attrs.frozen
 class MetricsConfig:
     token: str | None = None
-    loop_lag_interval_s: float = attrs.field(default=0.5, validator=_positive)
+    loop_lag_interval_s: float = attrs.field(default=0.1, validator=_positive)
     recent_latency_samples: int = attrs.field(default=1000, validator=_positive)
 
 
@@ -373,6 +377,12 @@ RELATIONS_ADVISED = (
         "jobs.pending_timeout_ms ({c.jobs.pending_timeout_ms}) is longer than "
         "jobs.timeout_ms ({c.jobs.timeout_ms}): a job may wait for a free node longer than "
         "a node is given to run it",
+    ),
+    Relation(
+        lambda c: c.metrics.loop_lag_interval_s * 1000 <= c.server.overload_lag_ms,
+        "metrics.loop_lag_interval_s ({c.metrics.loop_lag_interval_s:g}) is longer than "
+        "server.overload_lag_ms ({c.server.overload_lag_ms}): the lag probe wakes too "
+        "rarely to notice an overload in time",
     ),
 )
 

@@ -36,6 +36,7 @@ from trio_scheduler.dispatch.dispatcher import Dispatcher
 from trio_scheduler.http.auth import UpgradeGate, node_identity
 from trio_scheduler.http.front_door import FrontDoor, Request
 from trio_scheduler.http.table import route_table
+from trio_scheduler.admission import Admission
 from trio_scheduler.loop_lag import LoopLagProbe
 from trio_scheduler.management.node_state import HealthRules
 from trio_scheduler.management.owner import NodeManager
@@ -71,6 +72,7 @@ class Scheduler:
     instance_id: str
     registry: CollectorRegistry
     loop_lag: LoopLagProbe
+    admission: Admission
     port: int | None = None
     accepting: bool = True  # False once draining or stopping: no new sessions, not ready
     draining: trio.Event = attrs.Factory(trio.Event)  # set when a drain starts
@@ -82,7 +84,8 @@ class Scheduler:
     open_sockets: collections.Counter[str] = attrs.Factory(collections.Counter)
 
     def __attrs_post_init__(self) -> None:
-        self.upgrade_gate = UpgradeGate(self.config, lambda: self.accepting)
+        self.upgrade_gate = UpgradeGate(self.config, lambda: self.accepting, self.admission)
+        self.loop_lag.on_sample = self._lag_sampled
         self.registry.register(SchedulerCollector(self))
 
     @classmethod
@@ -133,6 +136,7 @@ class Scheduler:
             instance_id=instance_id,
             registry=registry,
             loop_lag=LoopLagProbe(config.metrics.loop_lag_interval_s),
+            admission=Admission.from_config(config.server),
         )
         if config.store.redis_url:
             scheduler.cluster = Cluster(
@@ -143,6 +147,16 @@ class Scheduler:
         else:
             scheduler.directory = NodeDirectory(publisher, store, instance_id)
         return scheduler
+
+    def _lag_sampled(self, lag_s: float, now: float) -> None:
+        """Admission control hears every lag sample; a change of state is logged."""
+        if not self.admission.loop.observe(lag_s, now):
+            return
+        if self.admission.overloaded:
+            log.warning("overloaded: refusing new sessions", lag_ms=round(lag_s * 1000),
+                        sessions=len(self.sessions.sessions))
+        else:
+            log.info("overload over: taking new sessions", sessions=len(self.sessions.sessions))
 
     def describe(self) -> dict[str, str]:
         """What this instance tells the others (and operators) about itself."""

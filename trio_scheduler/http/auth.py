@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import parse_qs
 
 import attrs
+import trio
 
+from trio_scheduler.admission import Admission
 from trio_scheduler.config import Config
 from trio_scheduler.http.front_door import HttpHandler, Request, Response
 from trio_scheduler.nodes.identity import NodeIdentity
@@ -79,12 +81,15 @@ class UpgradeGate:
     peer must never receive a user's audio. Sessions may be limited to ``[sessions]
     allowed_origins`` and/or ``[sessions] auth_tokens``. While the server drains, new
     sessions get 503 (a load balancer sends the browser's retry elsewhere); nodes are
-    still let in, as a reconnecting node may carry results of jobs in flight.
+    still let in, as a reconnecting node may carry results of jobs in flight. While the
+    process cannot keep up (``admission``), new sessions get 503 with ``Retry-After``;
+    nodes are let in then too, as they add capacity.
     Refusals are counted by reason (``refusals``) for the metrics.
     """
 
     config: Config
     accepting: Callable[[], bool]
+    admission: Admission | None = None
     refusals: collections.Counter[str] = attrs.Factory(collections.Counter)
 
     def admit(self, request: Request) -> Response | None:
@@ -108,4 +113,20 @@ class UpgradeGate:
                 return Response.json(401, {"error": "a valid session token is required"}), "auth"
             if not self.accepting():
                 return Response.json(503, {"error": "the server is draining"}), "draining"
+            if self.admission is not None:
+                reason = self.admission.refuse_session(trio.current_time())
+                if reason is not None:
+                    return _busy(reason, self.admission.retry_after_s), reason
         return None, ""
+
+
+_BUSY_MESSAGES = {
+    "overloaded": "the server is overloaded; try again later or elsewhere",
+    "session_start_rate": "too many sessions starting at once; try again shortly",
+}
+
+
+def _busy(reason: str, retry_after_s: int) -> Response:
+    retry = retry_after_s if reason == "overloaded" else 1
+    return Response.json(503, {"error": _BUSY_MESSAGES[reason], "reason": reason}).with_headers(
+        ("retry-after", str(retry)))

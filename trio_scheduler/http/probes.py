@@ -17,14 +17,19 @@ async def health(request: Request) -> Response:
 
 @attrs.frozen
 class Readiness:
-    """Ready: the server takes new work (not draining) and its store answers."""
+    """Ready: the server takes new work (not draining, not overloaded) and its store
+    answers. ``overloaded`` is admission control's verdict: a load balancer that reads
+    it sends new browsers to another instance meanwhile."""
 
     store: Store
     accepting: Callable[[], bool]
+    overloaded: Callable[[], bool] = lambda: False
 
     async def ready(self, request: Request) -> Response:
         if not self.accepting():
             return Response.json(503, {"status": "not ready", "reason": "shutting down"})
+        if self.overloaded():
+            return Response.json(503, {"status": "not ready", "reason": "overloaded"})
         if not await self.store.ping():
             return Response.json(503, {"status": "not ready", "reason": "store unreachable"})
         return Response.json(200, {"status": "ready"})

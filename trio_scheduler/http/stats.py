@@ -50,7 +50,9 @@ async def stats_document(scheduler: Scheduler) -> dict[str, Any]:
     return {
         "instance_id": scheduler.instance_id,
         "draining": not scheduler.accepting,
+        "overloaded": scheduler.admission.overloaded,
         "event_loop_lag_ms": round(scheduler.loop_lag.lag_s * 1000, 1),
+        "cpu_percent": round(scheduler.loop_lag.cpu_busy * 100, 1),
         "sessions": {"open": len(specs), "by_language_pair": sessions_by_pair(specs)},
         "nodes": await node_rows(scheduler.manager, dispatcher),
         "pools": pool_rows(scheduler.publisher.current, dispatcher.in_flight),

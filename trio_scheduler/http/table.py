@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 def route_table(scheduler: Scheduler) -> Router:
     config = scheduler.config
-    readiness = probes.Readiness(scheduler.store, lambda: scheduler.accepting)
+    readiness = probes.Readiness(scheduler.store, lambda: scheduler.accepting,
+                                 lambda: scheduler.admission.overloaded)
     admin = AdminApi(scheduler.manager, scheduler.dispatcher, scheduler.instance_id,
                      scheduler.describe, scheduler.cluster)
     admin_token, metrics_token = config.admin.token, config.metrics.token

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 PREFIX = "trio_scheduler_"
 JOB_OUTCOMES = ("result", "silence", "failed", "timeout", "cancelled")
 SESSION_DROPS = ("undecodable_payloads", "short_utterances", "silent_utterances", "node_events")
-REFUSAL_REASONS = ("auth", "rate_limit", "overload", "connection_limit", "draining")
+REFUSAL_REASONS = ("auth", "rate_limit", "overload", "connection_limit", "draining",
+                   "overloaded", "session_start_rate")
 
 
 def gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
@@ -91,6 +92,14 @@ class SchedulerCollector:
         yield gauge("event_loop_lag_seconds",
                     "How late the event loop woke the lag probe last time.",
                     s.loop_lag.lag_s)
+        yield gauge("process_cpu_busy_ratio",
+                    "CPU seconds this process used per second, over the last second.",
+                    s.loop_lag.cpu_busy)
+        yield gauge("overloaded",
+                    "1 while admission control refuses new sessions (the loop runs behind).",
+                    1 if s.admission.overloaded else 0)
+        yield counter("overload_trips", "Times admission control started refusing sessions.",
+                      s.admission.loop.trips)
         open_connections = s.front_door.open_connections if s.front_door else 0
         yield gauge("connections_open", "Open TCP connections on the port.", open_connections)
         yield labelled(GaugeMetricFamily, "sockets_open", "Open WebSocket connections, by path.",
