@@ -71,8 +71,10 @@ class Load:
         await trio.sleep(self.rng.uniform(0, 5))  # spread the starts
         while True:
             with trio.move_on_after(self.rng.uniform(20, 120)):
-                with contextlib.suppress(trio_websocket.ConnectionClosed, CannotConnect):
+                try:
                     await self._browser()
+                except* (trio_websocket.ConnectionClosed, CannotConnect):
+                    pass  # the server closed it (its tasks may each say so): reconnect
             await trio.sleep(self.rng.uniform(3, 7))  # the web client reconnects
 
     async def _browser(self) -> None:
@@ -102,13 +104,15 @@ class Load:
         node_id = f"soak-node-{index}"
         while True:
             stay_s = self.rng.uniform(30, 180)
-            with contextlib.suppress(trio_websocket.ConnectionClosed, CannotConnect):
+            try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._node, node_id, stay_s)
                     if self.rng.random() < 0.2:  # a takeover: the new socket comes early
                         await trio.sleep(stay_s - 1)
                         self.takeovers += 1
                         await self._node(node_id, 10)
+            except* (trio_websocket.ConnectionClosed, CannotConnect):
+                pass  # taken over (4001) or dropped: the agent reconnects
             await trio.sleep(5)  # the agent reconnects after 5 s
 
     async def _node(self, node_id: str, stay_s: float) -> None:
