@@ -1,8 +1,9 @@
 """Load benchmark: the real server in its own process, streaming browsers and GPU nodes
 simulated in other processes, over real sockets.
 
-    .venv/bin/python scripts/bench.py [--sessions 100] [--nodes 50] [--duration 30]
-        [--service-time 0.2] [--chunks-per-utterance 8] [--redis | --redis-url URL]
+    .venv/bin/python scripts/bench.py [--sessions 100] [--nodes 50] [--capacity 4]
+        [--duration 30] [--service-time 0.2] [--chunks-per-utterance 8]
+        [--redis | --redis-url URL] [--workers N] [--arrival S]
         [--target scheduler|relay] [--compare-relay] [--levels 100,1000]
         [--out report.json] [--plot latency.png] [--smoke]
 
@@ -10,18 +11,34 @@ For each load level (and target) it:
 
 1. starts the server under test as a subprocess: ``trio-scheduler serve`` (embedded store,
    ``--redis-url URL``, or ``--redis``: a private ``redis-server`` on a free port), or with
-   ``--target relay`` the bare relay ``scripts/relay.py`` (the baseline);
-2. starts ``scripts/bench_load.py nodes`` (M ``FakeNode`` agents answering every job after
-   ``--service-time``) and, once a probe utterance came back, 1–2 ``bench_load.py
-   sessions`` processes sharing the N streaming browsers (2 from ``--split-above`` sessions);
+   ``--target relay`` the bare relay ``scripts/relay.py`` (the baseline). ``--workers N``
+   runs ``serve --workers N`` (N scheduler processes on the port, children of the serve
+   process); as more than one needs a shared store, N > 1 without ``--redis-url`` starts
+   the private redis-server as ``--redis`` does. The relay ignores ``--workers``;
+2. starts ``scripts/bench_load.py nodes`` (M ``FakeNode`` agents with ``--capacity`` job
+   slots each, answering every job after ``--service-time`` s) and, once a probe
+   utterance came back, 1–2 ``bench_load.py sessions`` processes sharing the N streaming
+   browsers (2 from ``--split-above`` sessions);
 3. after every session is open, starts the clock: each browser sends one Plan A chunk
    (13 × 20 ms Opus packets) every 256 ms with ``client_timestamp_ms`` and an ``is_final``
    after every K chunks, for ``--duration`` seconds; then waits up to ``--grace`` s for the
-   outstanding results.
+   outstanding results. With ``--arrival S`` (the overload scenario) no browser connects
+   before the clock starts: they arrive evenly over the window's first S seconds, each
+   sending ``session_init`` and streaming from its own arrival. A server running behind
+   answers an arriving browser's upgrade with HTTP 503 (admission control, ``Retry-After``):
+   such a browser is counted as *refused* — not an error, not retried.
 
 Measured (all by the load generator, never inside the server):
 
 * utterances/s completed (``is_final`` sent in the window and ``translation_result`` back);
+* sessions: ``accepted_sessions`` (``session_init_ack`` received), ``refused_sessions``
+  (upgrade answered 503, with ``refused_reasons``: ``overloaded`` / ``session_start_rate``)
+  and ``failed_connections`` (anything else);
+* outcomes of the ``utterances_sent`` (``is_final`` sent by an accepted session):
+  ``utterances_with_outcome`` / ``outcome_percent`` (a ``translation_result`` or a
+  ``missing_result`` came back — the browser was told something) and
+  ``completed_percent`` (a ``translation_result``); the rest are ``no_outcome``: nothing
+  came back before the session closed, ``--grace`` s after the window;
 * end-to-end latency: ``is_final`` sent → ``translation_result`` read, p50/p95/p99/max;
 * dispatch latency: ``is_final`` sent (session process) → ``job_assign`` read (node
   process). Both stamps are ``time.monotonic()``, i.e. Linux's system-wide
@@ -29,14 +46,19 @@ Measured (all by the load generator, never inside the server):
   resolution, no wall-clock steps) — wall-clock ms carried in frames would be coarser and
   the ``job_assign`` does not carry the client's time stamp anyway; samples are joined by
   (session_id, utterance_index). It includes the node process's own read delay;
-* server CPU seconds per 1000 utterances: utime+stime of the server process from
-  ``/proc/<pid>/stat`` (all its threads) over the streaming window; with ``--redis`` the
+* server CPU seconds per 1000 utterances: utime+stime from ``/proc/<pid>/stat`` (all
+  threads) over the streaming window, of the server process and all its descendants
+  (with ``--workers``: the serve parent and every worker, found through their ``ppid``
+  and re-listed at each sample, as workers start after the parent); with ``--redis`` the
   redis-server's CPU is reported separately;
-* server RSS (``VmRSS`` of ``/proc/<pid>/status``): at start, idle (nodes connected, no
-  session), with every session open, and while streaming (mean/max) → KiB per session;
+* server RSS (``VmRSS`` of ``/proc/<pid>/status``, summed over the same process tree, so
+  pages the workers share are counted once per worker): at start, idle (nodes connected,
+  no session), with every session open, and while streaming (mean/max) → KiB per accepted
+  session. With ``--arrival`` there is no "every session open, not streaming" moment (no
+  ``connected`` figure) and the streaming figures are taken after the last arrival;
 * errors: ``error`` frames, ``missing_result`` frames, ``ui_event`` errors, utterances with
-  no outcome within the grace period, refused or failed connections, sockets closed by the
-  server, a server that died;
+  no outcome within the grace period, failed connections (a 503 refusal is counted apart,
+  as ``refused``), sockets closed by the server, a server that died;
 * the generator's own CPU and how late it sent its chunks (``send lag``): when these are
   high the generator, not the server, limits the run.
 
@@ -127,6 +149,106 @@ def try_cpu(pid: int | None) -> float | None:
         return cpu_seconds(pid)
     except (OSError, ValueError, IndexError):
         return None
+
+
+def parent_pids() -> dict[int, int]:
+    """pid → ppid of every process now (field 4 of ``/proc/<pid>/stat``)."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                data = f.read()
+            parents[int(entry.name)] = int(data[data.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # exited meanwhile
+    return parents
+
+
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot): with the pid, names one process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+        return int(data[data.rindex(")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants, as they are now."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent_pids().items():
+        children.setdefault(ppid, []).append(pid)
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+class ProcessTree:
+    """CPU and RSS of the server under test: its process and all its descendants (with
+    ``serve --workers N`` the parent does no scheduling, its workers do).
+
+    The tree is listed again at every sample (at most once per ``relist_s``, as a scan of
+    /proc costs a few ms of the bench's own CPU): workers start after the parent and a
+    dead one is restarted under a new pid. CPU over the window is summed per pid, as the
+    last reading of each pid seen minus its reading when the window started (0 for a pid
+    that did not exist then); a worker that exits keeps its last sampled reading, so at
+    most one sampling interval of its CPU is missed."""
+
+    def __init__(self, root: int, relist_s: float = 1.0) -> None:
+        self.root, self.relist_s = root, relist_s
+        self.start: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.seen: dict[int, int | None] = {}  # descendant pid → its start time
+        self._pids: list[int] = [root]
+        self._listed_at = -math.inf
+
+    def pids(self, fresh: bool = False) -> list[int]:
+        """The tree's pids, listed again if ``fresh`` or older than ``relist_s``."""
+        if fresh or time.monotonic() - self._listed_at >= self.relist_s:
+            self._pids, self._listed_at = process_tree(self.root), time.monotonic()
+            for pid in self._pids[1:]:
+                if pid not in self.seen:
+                    self.seen[pid] = start_time(pid)
+        return self._pids
+
+    def readings(self, fresh: bool = False) -> dict[int, float]:
+        return {pid: cpu for pid in self.pids(fresh) if (cpu := try_cpu(pid)) is not None}
+
+    def mark(self) -> None:
+        """The window starts now."""
+        self.start = self.readings(fresh=True)
+        self.last = dict(self.start)
+
+    def cpu(self, fresh: bool = False) -> float:
+        """CPU seconds the tree used since ``mark`` (sampled now)."""
+        self.last.update(self.readings(fresh))
+        return sum(cpu - self.start.get(pid, 0.0) for pid, cpu in self.last.items())
+
+    def rss_kib(self) -> int:
+        total = 0
+        for pid in self.pids(fresh=True):
+            try:
+                total += rss_kib(pid)
+            except OSError:
+                pass
+        return total
+
+    def kill_leftovers(self) -> None:
+        """SIGKILL descendants still alive once the root has stopped (a worker that
+        outlived a supervisor killed after its stop timeout). Only processes seen in this
+        tree, each checked by pid *and* start time, never one that reused a pid."""
+        for pid, started in self.seen.items():
+            if started is not None and start_time(pid) == started:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
 
 
 # ---------------------------------------------------------------------------------------
@@ -392,6 +514,8 @@ def server_command(target: str, port: int, args: argparse.Namespace, redis_url: 
     command += ["serve", "--host", "127.0.0.1", "--port", str(port), "--log-format", "json"]
     if redis_url is not None:
         command += ["--redis-url", redis_url]
+    if args.workers is not None:
+        command += ["--workers", str(args.workers)]
     token = None
     config = args.server_config
     if config is None:
@@ -407,7 +531,14 @@ def server_command(target: str, port: int, args: argparse.Namespace, redis_url: 
 
 class SlotSampler(threading.Thread):
     """Once a second: the node slots the scheduler holds reserved (``GET /admin/nodes``,
-    sum of ``reserved_jobs``) and how long that HTTP answer took."""
+    sum of ``reserved_jobs``) and how long that HTTP answer took.
+
+    With ``--workers N`` each request is answered by whichever worker the kernel hands
+    the connection to, so a sample may be one worker's view of the reservations, not
+    the sum over workers; the series is then only indicative.
+
+    A request that times out (an overloaded server answers HTTP late) is counted in
+    ``timeouts`` and the sampling goes on; any other failure (no admin API) ends it."""
 
     def __init__(self, port: int, token: str, t0: float) -> None:
         super().__init__(daemon=True)
@@ -415,6 +546,7 @@ class SlotSampler(threading.Thread):
         self.samples: list[list[float]] = []  # [t - t0, reserved, answer ms]
         self.stopped = threading.Event()
         self.failed: str | None = None
+        self.timeouts = 0
 
     def run(self) -> None:
         while not self.stopped.wait(1.0):
@@ -425,6 +557,10 @@ class SlotSampler(threading.Thread):
                 with urllib.request.urlopen(request, timeout=10) as resp:
                     rows = json.loads(resp.read())["nodes"]
             except (OSError, ValueError, KeyError) as exc:
+                if isinstance(exc, TimeoutError) or isinstance(
+                        getattr(exc, "reason", None), TimeoutError):  # urllib wraps some
+                    self.timeouts += 1
+                    continue
                 self.failed = f"{type(exc).__name__}: {exc}"
                 return
             done = time.monotonic()
@@ -437,10 +573,12 @@ def run_level(target: str, sessions: int, args: argparse.Namespace,
               redis: RedisServer | None, workdir: Path) -> dict[str, Any]:
     redis_url = args.redis_url or (redis.url if redis else None)
     store = None if target == "relay" else ("redis" if redis_url else "memory")
+    if store is not None and args.workers is not None:
+        store += f"×{args.workers}"
     processes = 2 if sessions >= args.split_above else 1
     limits = check_open_files(sessions, args.nodes, processes)
     label = f"{target}{'/' + store if store else ''} {sessions} sessions"
-    rundir = workdir / f"{target}-{store or 'none'}-{sessions}"
+    rundir = workdir / f"{target}-{(store or 'none').replace('×', 'x')}-{sessions}"
     rundir.mkdir(parents=True, exist_ok=True)
 
     quiet = wait_quiet(args.quiet_wait)
@@ -448,6 +586,7 @@ def run_level(target: str, sessions: int, args: argparse.Namespace,
     server_log = open(rundir / "server.log", "w")
     command, admin_token = server_command(target, port, args, redis_url, rundir)
     server = subprocess.Popen(command, stdout=server_log, stderr=subprocess.STDOUT, cwd=ROOT)
+    tree = ProcessTree(server.pid)
     workers: list[Worker] = []
     try:
         if target == "relay":
@@ -455,7 +594,11 @@ def run_level(target: str, sessions: int, args: argparse.Namespace,
         else:
             wait_for(lambda: http_ready(port), 20, "scheduler /ready", server,
                      rundir / "server.log")
-        rss_start = rss_kib(server.pid)
+            if args.workers is not None:
+                # /ready is answered by the first worker up; nodes must find all of them
+                wait_for(lambda: "workers listening" in (rundir / "server.log").read_text(),
+                         30, "serve --workers", server, rundir / "server.log")
+        rss_start = tree.rss_kib()
 
         nodes = Worker("nodes", [
             "nodes", "--url", f"ws://127.0.0.1:{port}/ws/node", "--nodes", str(args.nodes),
@@ -466,7 +609,7 @@ def run_level(target: str, sessions: int, args: argparse.Namespace,
         if probe.get("probe_ms") is None:
             raise RuntimeError("no probe utterance came back: the nodes are not usable")
         time.sleep(0.3)
-        rss_idle = rss_kib(server.pid)
+        rss_idle = tree.rss_kib()
 
         shares = [sessions // processes + (1 if k < sessions % processes else 0)
                   for k in range(processes)]
@@ -476,35 +619,43 @@ def run_level(target: str, sessions: int, args: argparse.Namespace,
                 "sessions", "--url", f"ws://127.0.0.1:{port}/ws/session",
                 "--sessions", str(share), "--chunks-per-utterance", str(args.chunks_per_utterance),
                 "--chunk-interval", str(args.chunk_interval), "--grace", str(args.grace),
-                "--seed", str(k + 1),
+                "--seed", str(k + 1), "--arrival", str(args.arrival),
+                "--process-index", str(k), "--processes", str(processes),
+                "--total-sessions", str(sessions),
             ], rundir))
         workers.extend(loads)
         connect_started = time.monotonic()
         for load in loads:
-            load.wait_ready(90)
+            load.wait_ready(90)  # with --arrival: at once, nobody connected yet
         connect_s = time.monotonic() - connect_started
-        time.sleep(0.5)
-        rss_connected = rss_kib(server.pid)
+        rss_connected = None
+        if not args.arrival:
+            time.sleep(0.5)
+            rss_connected = tree.rss_kib()
 
         t0 = time.monotonic() + 0.5
         t_end = t0 + args.duration
         for load in loads:
             load.command(f"go {t0:.6f} {t_end:.6f}")
         time.sleep(max(0.0, t0 - time.monotonic()))
-        pids = {"server": server.pid, "nodes": nodes.proc.pid,
-                "redis": redis.proc.pid if (redis and store == "redis") else None}
+        pids = {"nodes": nodes.proc.pid,
+                "redis": redis.proc.pid if (redis and store and store.startswith("redis"))
+                else None}
         cpu0 = {name: try_cpu(pid) for name, pid in pids.items()}
+        tree.mark()
+        cpu0["server"] = 0.0  # the tree's CPU counts from mark()
         cpu0["sessions"] = sum(try_cpu(w.proc.pid) or 0.0 for w in loads)
         cpu0["system"] = system_busy_seconds()
         cpu0["bench"] = time.process_time()
-        rss_samples: list[int] = []
+        rss_samples: list[list[float]] = []  # [t - t0, KiB]
         other_series: list[float] = []  # per second: machine CPU % not used by the bench
-        ours_pids = [pid for pid in (server.pid, nodes.proc.pid, pids["redis"],
+        ours_pids = [pid for pid in (nodes.proc.pid, pids["redis"],
                                      *(w.proc.pid for w in loads)) if pid is not None]
 
         def busy_sample() -> tuple[float, float, float]:
             return (time.monotonic(), system_busy_seconds(),
-                    sum(try_cpu(pid) or 0.0 for pid in ours_pids) + time.process_time())
+                    tree.cpu() + sum(try_cpu(pid) or 0.0 for pid in ours_pids)
+                    + time.process_time())
 
         last_busy = busy_sample()
         sampler = SlotSampler(port, admin_token, t0) if admin_token else None
@@ -517,7 +668,7 @@ def run_level(target: str, sessions: int, args: argparse.Namespace,
                 if server.poll() is not None:
                     raise RuntimeError(f"server exited with {server.returncode} during the run")
                 if now >= next_rss:
-                    rss_samples.append(rss_kib(server.pid))
+                    rss_samples.append([now - t0, tree.rss_kib()])
                     next_rss = now + 1.0
                 if now - last_busy[0] >= 1.0:
                     sample = busy_sample()
@@ -528,16 +679,18 @@ def run_level(target: str, sessions: int, args: argparse.Namespace,
                 finals = sum(w.progress.get("finals", 0) for w in loads)
                 results = sum(w.progress.get("results", 0) for w in loads)
                 errors = sum(w.progress.get("errors", 0) for w in loads)
-                cpu_now = try_cpu(server.pid) or 0.0
-                busy = 100 * (cpu_now - (cpu0["server"] or 0.0)) / max(1e-9, now - t0)
+                refused = sum(w.progress.get("refused", 0) for w in loads)
+                busy = 100 * tree.cpu() / max(1e-9, now - t0)
                 progress.update(now - t0, f"sent {finals}  done {results}  errors {errors}  "
-                                          f"server cpu {busy:.0f}%")
+                                          + (f"refused {refused}  " if refused else "")
+                                          + f"server cpu {busy:.0f}%")
                 time.sleep(0.25)
         finally:
             progress.close()
             if sampler is not None:
                 sampler.stopped.set()
         cpu1 = {name: try_cpu(pid) for name, pid in pids.items()}
+        cpu1["server"] = tree.cpu(fresh=True)
         cpu1["sessions"] = sum(try_cpu(w.proc.pid) or 0.0 for w in loads)
         cpu1["system"] = system_busy_seconds()
         cpu1["bench"] = time.process_time()
@@ -551,7 +704,9 @@ def run_level(target: str, sessions: int, args: argparse.Namespace,
     finally:
         for worker in workers:
             worker.kill()
+        tree.pids(fresh=True)  # the workers, for kill_leftovers
         exit_code = stop_process(server)
+        tree.kill_leftovers()
         server_log.close()
 
     return summarize(
@@ -625,8 +780,16 @@ def summarize(*, target, store, sessions, args, processes, reports, node_report,
     redis_cpu = delta("redis")
     per_k = (lambda cpu: round(cpu / completed * 1000, 3) if completed and cpu is not None
              else None)
-    samples = rss["samples"] or [rss["connected"]]
+    accepted = sum(report["connected"] for report in reports)
+    refused: dict[str, int] = {}
+    for report in reports:
+        for reason, count in report.get("refused", {}).items():
+            refused[reason] = refused.get(reason, 0) + count
+    with_outcome = sum(1 for row in rows if row[3] is not None)
+    percent = (lambda part: round(100 * part / len(rows), 1) if rows else None)
+    samples = streaming_rss(rss, args.arrival)
     streaming_mean = sum(samples) / len(samples)
+    per_session = max(1, accepted)  # memory is held by the sessions the server took
     ours = sum(delta(name) or 0.0 for name in ("server", "redis", "nodes", "sessions", "bench"))
     other_cpu = max(0.0, (delta("system") or 0.0) - ours)
     in_window = [row for row in node_report["in_flight"] if 0 <= row[0] - t0 <= window]
@@ -647,6 +810,7 @@ def summarize(*, target, store, sessions, args, processes, reports, node_report,
             "admin_answer_ms_max": max((r[2] for r in reserved), default=None),
             "reserved_series": [r[1] for r in reserved],
             "sampler_error": sampler.failed,
+            "sampler_timeouts": sampler.timeouts,
         })
     lag = [v for report in reports for v in report["lag_ms"]]
     chunks = sum(report["chunks_sent"] for report in reports)
@@ -660,10 +824,21 @@ def summarize(*, target, store, sessions, args, processes, reports, node_report,
         "chunks_per_utterance": args.chunks_per_utterance,
         "duration_s": round(window, 2),
         "load_processes": processes,
-        "connected_sessions": sum(report["connected"] for report in reports),
-        "connect_all_s": round(connect_s, 2),
+        "workers": args.workers if target == "scheduler" else None,
+        "arrival_s": args.arrival,
+        "connected_sessions": accepted,
+        "accepted_sessions": accepted,
+        "refused_sessions": sum(refused.values()),
+        "refused_reasons": refused,
+        "connect_all_s": round(connect_s, 2) if not args.arrival else None,
+        # arrival (or connect start) → session_init_ack, accepted sessions only
+        "session_connect_ms": percentiles([v for r in reports for v in r.get("connect_ms", [])]),
         "utterances_sent": len(rows),
         "utterances_completed": completed,
+        "utterances_with_outcome": with_outcome,
+        "utterances_no_outcome": len(rows) - with_outcome,
+        "outcome_percent": percent(with_outcome),
+        "completed_percent": percent(completed),
         "utterances_per_s": round(completed / window, 2),
         "chunks_sent": chunks,
         "latency_ms": percentiles(e2e_ms),
@@ -675,13 +850,15 @@ def summarize(*, target, store, sessions, args, processes, reports, node_report,
         "rss_mib": {
             "start": round(rss["start"] / 1024, 1),
             "idle": round(rss["idle"] / 1024, 1),
-            "connected": round(rss["connected"] / 1024, 1),
+            "connected": round(rss["connected"] / 1024, 1)
+            if rss["connected"] is not None else None,
             "streaming_mean": round(streaming_mean / 1024, 1),
             "streaming_max": round(max(samples) / 1024, 1),
         },
-        "rss_kib_per_session": round(max(0.0, streaming_mean - rss["idle"]) / sessions, 1),
+        "rss_kib_per_session": round(max(0.0, streaming_mean - rss["idle"]) / per_session, 1),
         "rss_kib_per_connected_session": round(
-            max(0.0, rss["connected"] - rss["idle"]) / sessions, 1),
+            max(0.0, rss["connected"] - rss["idle"]) / per_session, 1)
+        if rss["connected"] is not None else None,
         "errors": sum(breakdown.values()),
         "error_breakdown": breakdown,
         "failed_connections": len(failed),
@@ -706,6 +883,16 @@ def summarize(*, target, store, sessions, args, processes, reports, node_report,
     }
 
 
+def streaming_rss(rss: dict[str, Any], arrival: float) -> list[float]:
+    """The RSS samples (KiB) that show the streaming load: with ``--arrival``, those taken
+    after the last arrival (while sessions still arrive the server holds fewer); without
+    any sample, the figure before the window."""
+    samples = [kib for at, kib in rss["samples"] if at >= arrival]
+    if not samples:
+        samples = [kib for _, kib in rss["samples"]]
+    return samples or [rss["connected"] if rss["connected"] is not None else rss["idle"]]
+
+
 # ---------------------------------------------------------------------------------------
 # output
 
@@ -719,7 +906,8 @@ def fmt(value: Any, digits: int = 1) -> str:
 
 
 def print_table(runs: list[dict[str, Any]]) -> None:
-    header = ("target", "store", "sess", "nodes", "utt/s", "e2e p50", "p95", "p99", "max",
+    header = ("target", "store", "sess", "refused", "nodes", "utt/s", "outcome %", "done %",
+              "e2e p50", "p95", "p99", "max",
               "disp p50", "p95", "p99", "cpu s/1k utt", "cpu %", "redis s/1k", "RSS idle MiB",
               "KiB/sess", "slots held", "slots busy", "gen cpu %", "lag p99", "other cpu %",
               "errors")
@@ -727,8 +915,9 @@ def print_table(runs: list[dict[str, Any]]) -> None:
     for r in runs:
         lat, disp = r["latency_ms"], r["dispatch_ms"]
         lines.append((
-            r["target"], r["store"] or "–", str(r["sessions"]), str(r["nodes"]),
-            fmt(r["utterances_per_s"]), fmt(lat["p50"]), fmt(lat["p95"]), fmt(lat["p99"]),
+            r["target"], r["store"] or "–", str(r["sessions"]), str(r["refused_sessions"]),
+            str(r["nodes"]), fmt(r["utterances_per_s"]), fmt(r["outcome_percent"]),
+            fmt(r["completed_percent"]), fmt(lat["p50"]), fmt(lat["p95"]), fmt(lat["p99"]),
             fmt(lat["max"]), fmt(disp["p50"]), fmt(disp["p95"]), fmt(disp["p99"]),
             fmt(r["server_cpu_s_per_1000_utt"], 2), fmt(r["server_cpu_percent"]),
             fmt(r["redis_cpu_s_per_1000_utt"], 2),
@@ -748,6 +937,10 @@ def print_table(runs: list[dict[str, Any]]) -> None:
         if r.get("disturbed"):
             print(f"note: {r['target']} {r['sessions']} was disturbed: other programs used "
                   f"{r['other_cpu_percent']}% of a core during it")
+        if r["refused_sessions"]:
+            print(f"refused in {r['target']} {r['sessions']}: {r['refused_sessions']} "
+                  f"sessions (HTTP 503) {r['refused_reasons']}; "
+                  f"{r['accepted_sessions']} accepted")
         if r["errors"]:
             print(f"errors in {r['target']} {r['sessions']}: {r['error_breakdown']}"
                   + (f" e.g. {r['failed_connection_samples']}" if r["failed_connections"]
@@ -787,15 +980,40 @@ def plot(runs: list[dict[str, Any]], path: str) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+REPORT_HELP = """\
+report (table, and JSON with --out), per run, among others:
+  refused            sessions whose upgrade got HTTP 503 (admission control), not retried
+                     (refused_sessions, refused_reasons; accepted_sessions took the rest)
+  outcome %          utterances_with_outcome / utterances_sent: a translation_result or a
+                     missing_result came back (outcome_percent); the rest: no_outcome
+  done %             translation_result only (completed_percent)
+  cpu s/1k utt, RSS  the server's whole process tree (serve --workers: parent + workers)
+  store              memory, redis, or e.g. redis×2 with --workers 2
+See the module docstring (scripts/bench.py) for every measure."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=REPORT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", choices=("scheduler", "relay"), default="scheduler")
     parser.add_argument("--sessions", type=int, default=100, help="streaming browsers")
     parser.add_argument("--levels", help="comma-separated session counts, e.g. 50,100,200 "
                                          "(instead of --sessions)")
-    parser.add_argument("--nodes", type=int, default=50)
-    parser.add_argument("--capacity", type=int, default=4, help="max_concurrent_jobs per node")
-    parser.add_argument("--service-time", type=float, default=0.2, help="node seconds per job")
+    parser.add_argument("--nodes", type=int, default=50, help="simulated GPU nodes")
+    parser.add_argument("--capacity", type=int, default=4,
+                        help="job slots per node (its max_concurrent_jobs)")
+    parser.add_argument("--service-time", type=float, default=0.2,
+                        help="seconds a node takes for each job")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="run `serve --workers N` (default 1: a single serve process, "
+                             "no supervisor); N > 1 without --redis-url implies --redis. "
+                             "Server CPU and RSS cover the parent and all its workers")
+    parser.add_argument("--arrival", type=float, default=0.0, metavar="S",
+                        help="overload scenario: no session connects before the window; "
+                             "they arrive evenly over its first S seconds (at most "
+                             "--duration) and stream from their arrival; 503 answers are "
+                             "counted as refused (default 0: all connect first)")
     parser.add_argument("--duration", type=float, default=30.0, help="streaming seconds per run")
     parser.add_argument("--chunks-per-utterance", "-K", type=int, default=8,
                         help="is_final after every K chunks (8 × 256 ms ≈ 2 s utterances)")
@@ -836,6 +1054,10 @@ def main(argv: list[str] | None = None) -> int:
         args.duration, args.service_time, args.chunks_per_utterance = 3.0, 0.05, 4
         args.grace = 5.0
         args.quiet_wait, args.retries = 0.0, 0
+    if args.workers is not None and args.workers < 1:
+        build_parser().error("--workers must be at least 1")
+    if not 0 <= args.arrival <= args.duration:
+        build_parser().error("--arrival must be between 0 and --duration")
     levels = [int(x) for x in args.levels.split(",")] if args.levels else [args.sessions]
     targets = ["scheduler", "relay"] if args.compare_relay else [args.target]
     if args.redis_url and ":6379" in args.redis_url:
@@ -845,7 +1067,9 @@ def main(argv: list[str] | None = None) -> int:
           f"sessions + nodes + 64 = {max(levels) + args.nodes + 64}", file=sys.stderr)
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    redis = RedisServer(workdir) if args.redis else None
+    # more than one worker needs a shared store: the private one unless a URL was given
+    needs_redis = args.redis or (args.workers or 1) > 1 and not args.redis_url
+    redis = RedisServer(workdir) if needs_redis and "scheduler" in targets else None
     runs: list[dict[str, Any]] = []
     failures: list[str] = []
     try:

@@ -2,6 +2,7 @@
 
     python scripts/bench_load.py nodes    --url ws://H:P/ws/node    --nodes 50 --out F …
     python scripts/bench_load.py sessions --url ws://H:P/ws/session --sessions 500 --out F …
+        [--arrival S --process-index K --processes P --total-sessions N]
 
 Runs in its own process so the load it generates is not measured with the server. It talks
 to bench.py through JSON lines on stdout (``ready``, ``progress``, ``done``) and commands
@@ -22,6 +23,15 @@ carry it back, so samples are joined afterwards by (session_id, utterance_index)
   client does. Sessions start at random phases and with a random first utterance length,
   so cuts are spread evenly over time. Sending stops at TEND (a partly sent utterance is
   abandoned); then each session waits up to ``--grace`` s for outcomes and closes.
+  With ``--arrival S`` (> 0) no session connects before ``go``: they arrive spread evenly
+  over the first S seconds of the window instead (an arrival wave: browsers reconnecting
+  after a restart, a rush hour), each streaming from its own arrival — never sending
+  chunks "due" before it arrived. The ``--process-index``/``--processes`` of the load
+  processes interleave their arrivals, so the wave is even overall. Arrivals are not
+  throttled by ``--connect-concurrency``: a browser does not wait for another's
+  handshake, and a limit here would hide a server that answers upgrades slowly.
+  A session whose upgrade is answered with HTTP 503 (admission control: ``overloaded``
+  or ``session_start_rate``) is counted as ``refused``, by reason, and not retried.
 * ``nodes``: ``FakeNode`` agents (register, heartbeat, ``job_ack``, ``job_result`` after
   ``--service-time``), with a stamp for every ``job_assign``. Before reporting ``ready`` a
   probe session checks that the server dispatches to them.
@@ -44,7 +54,7 @@ import trio_websocket
 
 from trio_scheduler.simulate.frames import opus_chunk_payload, session_init_frame
 from trio_scheduler.simulate.node import FakeNode
-from trio_scheduler.simulate.peer import connect
+from trio_scheduler.simulate.peer import Peer, connect, connect_failure
 from trio_scheduler.simulate.script import reachability_explained
 
 now = time.monotonic
@@ -81,11 +91,13 @@ class SessionLoad:
         self.limiter = trio.CapacityLimiter(args.connect_concurrency)
         self.go = trio.Event()
         self.all_settled = trio.Event()
-        self.settled = 0  # sessions connected or failed
+        self.settled = 0  # sessions connected, refused or failed
         self._settled_ids: set[int] = set()
         self.t0 = self.t_end = 0.0
         self.connected = 0
         self.failed: list[str] = []
+        self.refused: Counter[str] = Counter()  # upgrades answered 503, by reason
+        self.connect_ms: list[float] = []  # arrival (or connect start) → session_init_ack
         self.rows: list[list[Any]] = []  # [session_id, index, final_sent, outcome_at, missing]
         self.errors: Counter[str] = Counter()
         self.backpressure = 0
@@ -95,7 +107,7 @@ class SessionLoad:
         self.results = 0
 
     def _settle(self, i: int) -> None:
-        """Session ``i`` connected or failed to (counted once)."""
+        """Session ``i`` connected, was refused or failed to connect (counted once)."""
         if i in self._settled_ids:
             return
         self._settled_ids.add(i)
@@ -103,20 +115,34 @@ class SessionLoad:
         if self.settled == self.args.sessions:
             self.all_settled.set()
 
+    def arrival_at(self, i: int) -> float:
+        """When session ``i`` of this process arrives (``--arrival``): this process's
+        sessions take every P-th place, offset K, among all N sessions of the run, so P
+        processes together arrive evenly over the first S seconds of the window."""
+        args = self.args
+        place = i * args.processes + args.process_index
+        return self.t0 + args.arrival * place / max(1, args.total_sessions or args.sessions)
+
     async def run(self) -> None:
+        arrivals = self.args.arrival > 0
         async with trio.open_nursery() as outer:
             async with trio.open_nursery() as sessions:
-                for i in range(self.args.sessions):
-                    sessions.start_soon(self.session, i)
-                with trio.move_on_after(self.args.connect_timeout):
-                    await self.all_settled.wait()
-                emit(event="ready", connected=self.connected, failed=len(self.failed))
+                if not arrivals:  # everyone connects first, then the clock starts
+                    for i in range(self.args.sessions):
+                        sessions.start_soon(self.session, i, None)
+                    with trio.move_on_after(self.args.connect_timeout):
+                        await self.all_settled.wait()
+                emit(event="ready", connected=self.connected, failed=len(self.failed),
+                     refused=sum(self.refused.values()))
                 command = (await read_command()).split()
                 if command[0] != "go":
                     sessions.cancel_scope.cancel()
                     return
                 self.t0, self.t_end = float(command[1]), float(command[2])
                 self.go.set()
+                if arrivals:
+                    for i in range(self.args.sessions):
+                        sessions.start_soon(self.session, i, self.arrival_at(i))
                 outer.start_soon(self.progress)
                 # the session tasks end by themselves: TEND + grace at the latest
             outer.cancel_scope.cancel()
@@ -125,31 +151,73 @@ class SessionLoad:
         while True:
             await trio.sleep(0.5)
             emit(event="progress", finals=self.finals, results=self.results,
-                 errors=sum(self.errors.values()) + len(self.failed))
+                 errors=sum(self.errors.values()) + len(self.failed),
+                 refused=sum(self.refused.values()), connected=self.connected)
 
-    async def session(self, i: int) -> None:
-        args = self.args
-        await self.limiter.acquire_on_behalf_of(i)
-        holding = True
+    def connect_timeout(self, arrive_at: float | None) -> float:
+        """How long a session may take to connect: ``--connect-timeout``; an arriving one
+        no longer than until its stream would end (TEND + grace), so a server that
+        stalls upgrades cannot keep this process past the end of the run."""
+        if arrive_at is None:
+            return self.args.connect_timeout
+        return max(0.1, min(self.args.connect_timeout,
+                            self.t_end + self.args.grace - now()))
+
+    def refusal(self, exc: BaseException) -> str | None:
+        """The admission reason if ``exc`` is an upgrade answered with HTTP 503, else None
+        (any other failure to connect is a failed connection)."""
+        if not isinstance(exc, trio_websocket.ConnectionRejected) or exc.status_code != 503:
+            return None
         try:
-            async with connect(args.url) as peer:
-                with trio.fail_after(args.connect_timeout):
+            return str(orjson.loads(exc.body or b"{}").get("reason") or "unknown")
+        except (orjson.JSONDecodeError, AttributeError):
+            return "unknown"
+
+    async def session(self, i: int, arrive_at: float | None) -> None:
+        """One browser: connect (now, or at ``arrive_at`` after go), ``session_init``,
+        then stream. Before go, connects are limited to ``--connect-concurrency``."""
+        args = self.args
+        holding = accepted = False
+        if arrive_at is None:
+            await self.limiter.acquire_on_behalf_of(i)
+            holding = True
+        else:
+            await trio.sleep(max(0.0, arrive_at - now()))
+        started = now()
+        timeout = self.connect_timeout(arrive_at)
+        try:
+            async with trio_websocket.open_websocket_url(
+                    args.url, max_message_size=16 * 1024 * 1024, connect_timeout=timeout,
+                    disconnect_timeout=10) as ws:
+                peer = Peer(ws)
+                with trio.fail_after(timeout):
                     await peer.send(web_init())
-                    ack = await peer.recv(within=args.connect_timeout)
-                self.limiter.release_on_behalf_of(i)
-                holding = False
+                    ack = await peer.recv(within=timeout)
+                if holding:
+                    self.limiter.release_on_behalf_of(i)
+                    holding = False
                 if ack.get("type") != "session_init_ack":
                     self.failed.append(f"session_init refused: {ack}")
                     self._settle(i)
                     return
+                accepted = True
                 self.connected += 1
+                self.connect_ms.append(round((now() - started) * 1000, 1))
                 self._settle(i)
-                await self.stream(peer.ws, ack["session_id"], i)
+                # an arriving browser streams from its own arrival, a waiting one from go
+                await self.stream(ws, ack["session_id"], i,
+                                  None if arrive_at is None else now())
         except (trio_websocket.HandshakeError, OSError, trio.TooSlowError) as exc:
-            self.failed.append(str(exc) or type(exc).__name__)
+            reason = self.refusal(exc)
+            if reason is not None:
+                self.refused[reason] += 1
+            elif isinstance(exc, (trio_websocket.HandshakeError, OSError)):
+                self.failed.append(connect_failure(args.url, exc))
+            else:
+                self.failed.append("no session_init_ack in time")
             self._settle(i)
         except trio_websocket.ConnectionClosed as exc:
-            if not self.go.is_set():
+            if not accepted or not self.go.is_set():
                 self.failed.append(f"closed before start: {exc.reason}")
                 self._settle(i)
             else:
@@ -159,7 +227,11 @@ class SessionLoad:
                 self.limiter.release_on_behalf_of(i)
 
     async def stream(self, ws: trio_websocket.WebSocketConnection, session_id: str,
-                     i: int) -> None:
+                     i: int, arrived: float | None) -> None:
+        """Chunks every ``--chunk-interval`` s from go (at a random phase) or, for an
+        arriving session, from ``arrived`` — its schedule starts then, so it never sends
+        a burst of chunks "due" before it was there — until TEND; then up to ``--grace``
+        s for the outcomes of the utterances it finished (``is_final`` sent)."""
         args = self.args
         finals: list[float] = []
         outcomes: dict[int, tuple[float, str | None]] = {}
@@ -205,7 +277,7 @@ class SessionLoad:
             nursery.start_soon(reader)
             await self.go.wait()
             interval, per_utt = args.chunk_interval, args.chunks_per_utterance
-            start = self.t0 + rnd.random() * interval
+            start = (self.t0 if arrived is None else arrived) + rnd.random() * interval
             utt_len = rnd.randint(1, per_utt)  # first utterance: random length, spreads cuts
             in_utt = 0
             seq = 0
@@ -227,12 +299,18 @@ class SessionLoad:
                     in_utt += 1
                     self.chunks += 1
                     if in_utt == utt_len:
-                        sent_at = now()
-                        await ws.send_message(orjson.dumps({
-                            "type": "audio_chunk", "session_id": session_id, "seq": seq,
-                            "is_final": True, "payload": "", "client_timestamp_ms": wall_ms(),
-                        }).decode())
-                        finals.append(sent_at)
+                        # counted before the send: its outcome may be read before the
+                        # send returns, and the reader only takes indexes it knows
+                        finals.append(now())
+                        try:
+                            await ws.send_message(orjson.dumps({
+                                "type": "audio_chunk", "session_id": session_id,
+                                "seq": seq, "is_final": True, "payload": "",
+                                "client_timestamp_ms": wall_ms(),
+                            }).decode())
+                        except trio_websocket.ConnectionClosed:
+                            finals.pop()  # never sent: not an utterance
+                            raise
                         self.finals += 1
                         seq += 1
                         in_utt = 0
@@ -255,7 +333,8 @@ class SessionLoad:
     def report(self) -> dict[str, Any]:
         return {
             "sessions": self.args.sessions, "connected": self.connected,
-            "failed_connections": self.failed, "utterances": self.rows,
+            "failed_connections": self.failed, "refused": dict(self.refused),
+            "connect_ms": self.connect_ms, "utterances": self.rows,
             "errors": dict(self.errors), "backpressure": self.backpressure,
             "lag_ms": self.lag_ms, "chunks_sent": self.chunks,
         }
@@ -362,6 +441,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connect-concurrency", type=int, default=32)
     parser.add_argument("--connect-timeout", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--arrival", type=float, default=0.0,
+                        help="sessions arrive after go, evenly over this many seconds "
+                             "(0: all connect before go)")
+    parser.add_argument("--process-index", type=int, default=0,
+                        help="this process's place K among the P session processes")
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--total-sessions", type=int, default=0,
+                        help="sessions of all P processes (default: --sessions)")
     parser.add_argument("--nodes", type=int, default=10)
     parser.add_argument("--capacity", type=int, default=4)
     parser.add_argument("--service-time", type=float, default=0.2)
