@@ -39,3 +39,16 @@ async def test_shut_link_refuses_and_ends_the_writer():
     assert not link.send("a")
     with pytest.raises(trio.EndOfChannel):
         await link.next_frame()
+
+
+async def test_the_writer_takes_every_queued_frame_at_once():
+    link = NodeLink(queue_size=8, max_queued_chars=100)
+    for frame in ("a", "bb", "ccc"):
+        assert link.send(frame)
+    assert await link.next_frames() == ["a", "bb", "ccc"]
+    assert link.queued_chars == 0
+    assert link.send("d")
+    link.shut()
+    assert await link.next_frames() == ["d"]  # what was queued before the shut still goes
+    with pytest.raises(trio.EndOfChannel):
+        await link.next_frames()

@@ -20,6 +20,7 @@ import trio_websocket
 
 from trio_scheduler.config import Config
 from trio_scheduler.dispatch.dispatcher import Dispatcher, InvalidResult
+from trio_scheduler.http.batch_send import send_texts
 from trio_scheduler.management.node_state import NodeLimits, check_languages, check_registration
 from trio_scheduler.management.owner import NodeManager
 from trio_scheduler.management.snapshot import NodeStatus
@@ -96,11 +97,11 @@ async def _write_frames(ws, link: NodeLink, send_timeout_s: float) -> None:
     try:
         while True:
             try:
-                frame = await link.next_frame()
+                frames = await link.next_frames()
             except trio.EndOfChannel:
                 return
             with trio.move_on_after(send_timeout_s) as scope:
-                await ws.send_message(frame)
+                await send_texts(ws, frames)
             if scope.cancelled_caught:
                 # A node that stops reading would hold its jobs and slots forever.
                 link.close_soon(CloseCode.UNRESPONSIVE, "not reading its socket")

@@ -48,6 +48,23 @@ class NodeLink:
         self.queued_chars -= len(frame)
         return frame
 
+    async def next_frames(self) -> list[str]:
+        """Every queued frame, oldest first, waiting for one if there is none.
+
+        A node's socket carries the jobs of many sessions; taking one frame per turn of
+        the event loop would let the queue grow whenever a turn takes long (a busy loop),
+        so the writer takes what is there and writes it at once.
+        """
+        frames = [await self.next_frame()]
+        while True:
+            try:
+                frame = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            self.queued_chars -= len(frame)
+            frames.append(frame)
+        return frames
+
     def close_soon(self, code: int, reason: str) -> None:
         """Ask the connection to close its socket (takeover, heartbeat timeout, …)."""
         if not self.close_requested.is_set():

@@ -23,6 +23,7 @@ from trio_scheduler.config import Config
 from trio_scheduler.dispatch.dispatcher import Dispatcher
 from trio_scheduler.dispatch.jobs import Job, new_job_id
 from trio_scheduler.dispatch.session_jobs import NODE_EVENTS, Binding, SessionJobs
+from trio_scheduler.http.batch_send import send_texts
 from trio_scheduler.management.needs import Needs
 from trio_scheduler.management.node_state import Rejection
 from trio_scheduler.metrics.jobs import JobTally
@@ -671,8 +672,7 @@ class SessionTask:
             return
         with trio.move_on_after(self._config.server.send_timeout_s) as scope:
             try:
-                for text in texts:
-                    await self._ws.send_message(text)
+                await send_texts(self._ws, texts)
             except trio_websocket.ConnectionClosed:
                 # The browser is gone; the reader reports it too. Stop, clean up after.
                 self._finished = True

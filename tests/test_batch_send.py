@@ -1,0 +1,78 @@
+"""Several frames in one write: the peer sees each frame, in order; a closed peer is
+``ConnectionClosed`` as with ``send_message``."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio_websocket
+
+from trio_scheduler.http.batch_send import can_batch, send_texts
+
+BOUND_S = 10
+
+
+class CountingStream:
+    """Passes everything through to the real stream and counts the writes."""
+
+    def __init__(self, stream) -> None:
+        self._stream, self.writes = stream, 0
+
+    async def send_all(self, data) -> None:
+        self.writes += 1
+        await self._stream.send_all(data)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+async def _pair(nursery):
+    """A connected (server side, client side) pair of real trio-websocket connections."""
+    sides_send, sides_receive = trio.open_memory_channel(1)
+
+    async def handler(request):
+        ws = await request.accept()
+        await sides_send.send(ws)
+        await trio.sleep_forever()
+
+    server = await nursery.start(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None)
+    client = await trio_websocket.connect_websocket(
+        nursery, "127.0.0.1", server.port, "/", use_ssl=False)
+    return await sides_receive.receive(), client
+
+
+async def test_several_frames_go_in_one_write_and_arrive_each_in_order(nursery):
+    with trio.fail_after(BOUND_S):
+        ws, client = await _pair(nursery)
+        assert can_batch(ws), "this trio-websocket no longer offers what batching needs"
+        counting = CountingStream(ws._stream)
+        ws._stream = counting
+        texts = ['{"n":1}', '{"n":2}', "x" * 70_000]  # the last one needs a long header
+        await send_texts(ws, texts)
+        assert counting.writes == 1
+        assert [await client.get_message() for _ in texts] == texts
+
+
+async def test_a_closed_peer_is_connection_closed(nursery):
+    with trio.fail_after(BOUND_S):
+        ws, client = await _pair(nursery)
+        await client.aclose()
+        with pytest.raises(trio_websocket.ConnectionClosed):
+            await ws.get_message()  # the server side has seen the close
+        with pytest.raises(trio_websocket.ConnectionClosed):
+            await send_texts(ws, ["a", "b"])
+
+
+class StandIn:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send_message(self, message: str) -> None:
+        self.sent.append(message)
+
+
+async def test_another_socket_gets_the_frames_one_by_one():
+    ws = StandIn()
+    assert not can_batch(ws)
+    await send_texts(ws, ["a", "b", "c"])
+    assert ws.sent == ["a", "b", "c"]
