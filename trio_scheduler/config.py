@@ -86,6 +86,7 @@ class ServerConfig:
     overload_recover_s: float = attrs.field(default=2.0, validator=_non_negative)
     overload_retry_after_s: int = attrs.field(default=5, validator=_positive)
     max_session_starts_per_s: float = attrs.field(default=200.0, validator=_positive)
+    receive_buffer_bytes: int = attrs.field(default=65536, validator=_positive)
 
     @functools.cached_property
     def decode_limits(self) -> DecodeLimits:
@@ -139,6 +140,7 @@ class NodesConfig:
     max_concurrent_jobs_limit: int = attrs.field(default=256, validator=_positive)
     outbound_queue_size: int = attrs.field(default=256, validator=_positive)
     outbound_queue_bytes: int = attrs.field(default=32 * 1024 * 1024, validator=_positive)
+    receive_queue_frames: int = attrs.field(default=32, validator=_positive)
     max_partial_chars: int = attrs.field(default=2000, validator=_positive)
     max_partials_per_s: float = attrs.field(default=50.0, validator=_positive)
 

@@ -272,6 +272,8 @@ async def _serve_connections(
         handshake_timeout_s=config.server.handshake_timeout_s,
         close_timeout_s=config.server.shutdown_grace_s,
         max_connections=config.server.max_connections,
+        receive_buffer_bytes=config.server.receive_buffer_bytes,
+        message_queue_sizes={"/ws/node": config.nodes.receive_queue_frames},
         protocol_nursery=service_nursery,
         admit=scheduler.upgrade_gate.admit,
     )

@@ -168,10 +168,18 @@ class FrontDoor:
     handshake_timeout_s: float
     close_timeout_s: float
     max_connections: int
+    # How much one read of a socket may take. trio-websocket reads 4 KiB at a time, and
+    # every read is a turn of the event loop for that connection: a node's job_result
+    # carrying a second of TTS audio would take 20 turns to arrive, each behind every
+    # other task of a busy server.
+    receive_buffer_bytes: int
     # Where trio-websocket's per-socket protocol tasks run. It must outlive the handlers:
     # on shutdown a handler's closing handshake needs its reader task still running.
     protocol_nursery: trio.Nursery
     admit: Callable[[Request], Response | None] = lambda request: None
+    # Messages a socket may have received and not yet handed over, by path (1 elsewhere):
+    # a node's socket takes all its frames of one read in one turn (http/ws_batches.py).
+    message_queue_sizes: Mapping[str, int] = attrs.Factory(dict)
     open_connections: int = 0
     refused_over_limit: int = 0  # connections answered 503 for max_connections
 
@@ -226,7 +234,9 @@ class FrontDoor:
     ) -> None:
         with trio.move_on_after(self.handshake_timeout_s) as scope:
             ws_request = await trio_websocket.wrap_server_stream(
-                self.protocol_nursery, stream, max_message_size=self.max_message_bytes
+                self.protocol_nursery, stream, max_message_size=self.max_message_bytes,
+                receive_buffer_size=self.receive_buffer_bytes,
+                message_queue_size=self.message_queue_sizes.get(request.path, 1),
             )
             ws = await ws_request.accept()
         if scope.cancelled_caught:

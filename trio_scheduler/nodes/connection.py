@@ -20,7 +20,7 @@ import trio_websocket
 
 from trio_scheduler.config import Config
 from trio_scheduler.dispatch.dispatcher import Dispatcher, InvalidResult
-from trio_scheduler.http.batch_send import send_texts
+from trio_scheduler.http.ws_batches import deliver_without_waiting, receive_batch, send_texts
 from trio_scheduler.management.node_state import NodeLimits, check_languages, check_registration
 from trio_scheduler.management.owner import NodeManager
 from trio_scheduler.management.snapshot import NodeStatus
@@ -143,17 +143,20 @@ class NodeConnection:
         return self._registration is not None
 
     async def read_frames(self) -> None:
+        """Handle the node's frames; all those already received in one turn (a node's
+        socket carries the jobs of many sessions, see http/ws_batches.py)."""
+        deliver_without_waiting(self._ws)
         try:
             while True:
-                raw = await self._ws.get_message()
-                try:
-                    await self._on_frame(raw)
-                except Exception:
-                    # A bug must not cost the node its connection (nor its users their
-                    # jobs): the frame is dropped, logged and answered.
-                    log.exception("node frame failed", node_id=self.node_id)
-                    await self._send_error(ErrorCode.INTERNAL_ERROR,
-                                           "the scheduler failed to handle this frame")
+                for raw in await receive_batch(self._ws):
+                    try:
+                        await self._on_frame(raw)
+                    except Exception:
+                        # A bug must not cost the node its connection (nor its users their
+                        # jobs): the frame is dropped, logged and answered.
+                        log.exception("node frame failed", node_id=self.node_id)
+                        await self._send_error(ErrorCode.INTERNAL_ERROR,
+                                               "the scheduler failed to handle this frame")
         except trio_websocket.ConnectionClosed:
             pass
 

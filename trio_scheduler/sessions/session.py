@@ -23,7 +23,7 @@ from trio_scheduler.config import Config
 from trio_scheduler.dispatch.dispatcher import Dispatcher
 from trio_scheduler.dispatch.jobs import Job, new_job_id
 from trio_scheduler.dispatch.session_jobs import NODE_EVENTS, Binding, SessionJobs
-from trio_scheduler.http.batch_send import send_texts
+from trio_scheduler.http.ws_batches import send_texts
 from trio_scheduler.management.needs import Needs
 from trio_scheduler.management.node_state import Rejection
 from trio_scheduler.metrics.jobs import JobTally
