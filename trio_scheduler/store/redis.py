@@ -29,6 +29,16 @@ share of the batch, follows MOVED/ASK replies and retries the commands of a node
 connection broke one by one, and still returns one reply or error per command. A node that
 cannot be connected at all fails the whole batch, like a lost connection to a single Redis.
 
+The bridge thread and the busy loop
+-----------------------------------
+The bridge thread needs the GIL for every step of a round trip (build the pipeline, send,
+parse each reply), and a busy event loop holds it: CPython hands it over only every
+``sys.getswitchinterval()`` (5 ms by default), so under load each step of the thread
+waited up to 5 ms, a batch took hundreds of milliseconds, and calls failed their deadline
+with Redis answering in microseconds. While a Redis store is open the switch interval is
+:data:`SWITCH_INTERVAL_S` (the loop thread is the only other one, so the extra switches
+cost little), and replies are parsed by hiredis (C) rather than in Python.
+
 Deadlines
 ---------
 Every awaited call has a deadline (``call_timeout_s``): a frozen Redis fails each caller
@@ -48,6 +58,7 @@ import hashlib
 import importlib.resources
 import math
 import re
+import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -605,6 +616,32 @@ class InboxReader:
         self._client.close()
 
 
+SWITCH_INTERVAL_S = 0.0005  # see "The bridge thread and the busy loop" above
+
+
+class _ShortSwitchInterval:
+    """Keeps the switch interval short while any Redis store of the process is open (tests
+    and ``--workers`` siblings in one process may open and close several, in any order)."""
+
+    def __init__(self) -> None:
+        self._open = 0
+        self._saved = 0.0
+
+    def __enter__(self) -> None:
+        if self._open == 0:
+            self._saved = sys.getswitchinterval()
+            sys.setswitchinterval(min(self._saved, SWITCH_INTERVAL_S))
+        self._open += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._open -= 1
+        if self._open == 0:
+            sys.setswitchinterval(self._saved)
+
+
+_short_switch_interval = _ShortSwitchInterval()
+
+
 @asynccontextmanager
 async def open_redis_store(
     url: str,
@@ -635,6 +672,7 @@ async def open_redis_store(
         topology = open_topology(url, socket_timeout_s=socket_timeout_s)
     else:
         topology = Standalone(client, owned=False)
+    _short_switch_interval.__enter__()
     try:
         store = RedisStore(topology, key_prefix=key_prefix, call_timeout_s=call_timeout_s)
         if startup_wait_s is not None:
@@ -668,6 +706,7 @@ async def open_redis_store(
             raise
     finally:
         topology.close()
+        _short_switch_interval.__exit__()
 
 
 async def _wait_until_answering(store: RedisStore, url: str, wait_s: float) -> None:
