@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 import trio
 import trio.testing
 
 from conftest import make_config
 from http_client import http_exchange, http_request
 from test_metrics import scrape, value
-from trio_scheduler.admission import Admission, LoopOverload, StartRate
+from trio_scheduler.admission import Admission, LoopOverload, SessionBudget, StartRate
 from trio_scheduler.http.front_door import Request
 from trio_scheduler.http.table import route_table
 from trio_scheduler.server import Scheduler
@@ -50,6 +52,41 @@ def test_recovery_needs_the_lag_below_half_for_the_whole_hold():
     assert not loop.observe(0.0, now=14.1) and loop.trips == 1
 
 
+def test_a_full_core_is_an_overload_even_while_the_loop_is_on_time():
+    loop = LoopOverload(trip_lag_s=0.2, recover_after_s=2.0, trip_cpu=0.9)
+    assert not loop.observe(0.01, now=1.0, cpu_busy=0.85)
+    assert loop.observe(0.01, now=1.1, cpu_busy=0.92) and loop.overloaded
+    # recovery needs the CPU share below 80 % of the trip level too, for the whole hold
+    assert not loop.observe(0.0, now=2.0, cpu_busy=0.75)
+    assert not loop.observe(0.0, now=5.0, cpu_busy=0.75)
+    assert not loop.observe(0.0, now=5.1, cpu_busy=0.7)
+    assert loop.observe(0.0, now=7.1, cpu_busy=0.7) and not loop.overloaded
+
+
+def test_the_open_sessions_cost_sets_how_many_more_fit():
+    budget = SessionBudget(trip_cpu=0.9)
+    budget.estimate(cpu_busy=0.3, mean_sessions=100)  # too light to tell
+    assert not budget.full(10_000)
+    budget.estimate(cpu_busy=0.6, mean_sessions=200)  # 0.3 % of a core each
+    assert budget.cap == pytest.approx(300)
+    assert not budget.full(299) and budget.full(300)
+
+
+def test_sessions_arriving_within_a_cpu_window_stop_at_the_estimate():
+    open_sessions = [0]
+    admission = Admission(LoopOverload(0.2, 1.0, trip_cpu=0.9), SessionBudget(0.9),
+                          StartRate(per_s=1000), 5, sessions_open=lambda: open_sessions[0])
+    for sample, sessions in enumerate((180, 200, 220)):  # one window, 0.66 of a core
+        open_sessions[0] = sessions
+        admission.observe(0.0, now=sample / 10, cpu_busy=0.66, cpu_window_ended=sample == 2)
+    assert admission.budget.cap == pytest.approx(200 * 0.9 / 0.66)  # 272.7
+    assert not admission.loop.overloaded
+    open_sessions[0] = 272
+    assert admission.refuse_session(now=1.0) is None
+    open_sessions[0] = 273
+    assert admission.overloaded and admission.refuse_session(now=1.0) == "overloaded"
+
+
 def test_session_starts_are_a_bucket_of_one_seconds_worth():
     rate = StartRate(per_s=3)
     assert [rate.take(now=5.0) for _ in range(4)] == [True, True, True, False]
@@ -58,7 +95,8 @@ def test_session_starts_are_a_bucket_of_one_seconds_worth():
 
 
 def test_a_refused_start_takes_no_token():
-    admission = Admission(LoopOverload(0.2, 1.0, trip_samples=1), StartRate(per_s=1), 5)
+    admission = Admission(LoopOverload(0.2, 1.0, trip_samples=1), SessionBudget(0.9),
+                          StartRate(per_s=1), 5)
     admission.loop.observe(1.0, now=0.0)
     assert admission.refuse_session(now=0.0) == "overloaded"
     admission.loop.observe(0.0, now=0.0)
@@ -118,6 +156,32 @@ async def test_a_stalled_loop_trips_admission_then_it_recovers(nursery, mock_clo
     assert not scheduler.admission.overloaded
     assert gate.admit(_request("/ws/session", upgrade=True)) is None
     assert (await router.handle(_request("/ready"))).status == 200
+
+
+async def test_a_process_using_its_whole_core_trips_admission(nursery, mock_clock):
+    """The probe's CPU share, as the scheduler wires it (the process's CPU time is faked:
+    0.95 s per second, then 0.5 s per second)."""
+    config = make_config(server={"overload_cpu_percent": 90.0, "overload_recover_s": 2.0},
+                         metrics={"loop_lag_interval_s": 0.25})
+    scheduler = Scheduler.build(config, MemoryStore())
+    used = [0.0]
+    scheduler.loop_lag._wall, scheduler.loop_lag._cpu = trio.current_time, lambda: used[0]
+    await nursery.start(scheduler.loop_lag.run)
+
+    async def run_for(seconds: float, cpu_share: float) -> None:
+        for _ in range(round(seconds / 0.25)):
+            used[0] += 0.25 * cpu_share
+            mock_clock.jump(0.25)
+            await trio.testing.wait_all_tasks_blocked()
+
+    await run_for(1.0, 0.95)
+    assert scheduler.admission.overloaded and scheduler.loop_lag.lag_s == 0.0
+    refusal = scheduler.upgrade_gate.admit(_request("/ws/session", upgrade=True))
+    assert refusal is not None and refusal.status == 503
+    await run_for(1.0, 0.5)
+    assert scheduler.admission.overloaded  # calm, but not for overload_recover_s yet
+    await run_for(2.0, 0.5)
+    assert not scheduler.admission.overloaded
 
 
 async def test_session_starts_beyond_the_rate_wait_a_second(nursery, mock_clock):

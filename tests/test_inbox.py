@@ -74,3 +74,25 @@ async def test_a_frame_larger_than_the_budget_goes_alone():
     inbox = SessionInbox(client_size=8, node_size=1, client_bytes=100)
     await inbox.put_client("huge", 500)
     assert await inbox.get() == "huge"
+
+
+async def test_a_frame_goes_in_without_waiting_while_there_is_room():
+    inbox = SessionInbox(client_size=2, node_size=1, client_bytes=100)
+    with trio.testing.assert_no_checkpoints():
+        assert inbox.put_client_nowait("a", 60)
+        assert not inbox.put_client_nowait("b", 60)  # 120 bytes would be queued
+        assert inbox.put_client_nowait("c", 40)
+        assert not inbox.put_client_nowait("d", 0)  # two frames: the channel is full
+    assert [await inbox.get(), await inbox.get()] == ["a", "c"]
+
+
+async def test_a_session_behind_takes_several_events_per_turn():
+    inbox = SessionInbox(client_size=8, node_size=8, events_per_turn=3)
+    for n in range(5):
+        assert inbox.put_client_nowait(n)
+    with trio.testing.assert_no_checkpoints():
+        assert [await inbox.get(), await inbox.get()] == [0, 1]
+    with trio.testing.assert_checkpoints():
+        assert await inbox.get() == 2  # the third in a row lets others run
+    with trio.testing.assert_no_checkpoints():
+        assert await inbox.get() == 3

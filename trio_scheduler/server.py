@@ -82,9 +82,11 @@ class Scheduler:
     front_door: FrontDoor | None = None  # once serving on a port
     upgrade_gate: UpgradeGate = attrs.field(init=False)
     open_sockets: collections.Counter[str] = attrs.Factory(collections.Counter)
+    _cpu_windows_seen: int = 0
 
     def __attrs_post_init__(self) -> None:
         self.upgrade_gate = UpgradeGate(self.config, lambda: self.accepting, self.admission)
+        self.admission.sessions_open = lambda: len(self.sessions.sessions)
         self.loop_lag.on_sample = self._lag_sampled
         self.registry.register(SchedulerCollector(self))
 
@@ -150,11 +152,14 @@ class Scheduler:
 
     def _lag_sampled(self, lag_s: float, now: float) -> None:
         """Admission control hears every lag sample; a change of state is logged."""
-        if not self.admission.loop.observe(lag_s, now):
+        cpu_busy = self.loop_lag.cpu_busy
+        window_ended = self.loop_lag.cpu_windows != self._cpu_windows_seen
+        self._cpu_windows_seen = self.loop_lag.cpu_windows
+        if not self.admission.observe(lag_s, now, cpu_busy, window_ended):
             return
         if self.admission.overloaded:
             log.warning("overloaded: refusing new sessions", lag_ms=round(lag_s * 1000),
-                        sessions=len(self.sessions.sessions))
+                        cpu_percent=round(cpu_busy * 100), sessions=len(self.sessions.sessions))
         else:
             log.info("overload over: taking new sessions", sessions=len(self.sessions.sessions))
 
@@ -273,7 +278,8 @@ async def _serve_connections(
         close_timeout_s=config.server.shutdown_grace_s,
         max_connections=config.server.max_connections,
         receive_buffer_bytes=config.server.receive_buffer_bytes,
-        message_queue_sizes={"/ws/node": config.nodes.receive_queue_frames},
+        message_queue_sizes={"/ws/node": config.nodes.receive_queue_frames,
+                             "/ws/session": config.sessions.receive_queue_frames},
         protocol_nursery=service_nursery,
         admit=scheduler.upgrade_gate.admit,
     )

@@ -51,6 +51,7 @@ async def stats_document(scheduler: Scheduler) -> dict[str, Any]:
         "instance_id": scheduler.instance_id,
         "draining": not scheduler.accepting,
         "overloaded": scheduler.admission.overloaded,
+        "session_cap": _finite(scheduler.admission.budget.cap),
         "event_loop_lag_ms": round(scheduler.loop_lag.lag_s * 1000, 1),
         "cpu_percent": round(scheduler.loop_lag.cpu_busy * 100, 1),
         "sessions": {"open": len(specs), "by_language_pair": sessions_by_pair(specs)},
@@ -67,6 +68,10 @@ async def stats_document(scheduler: Scheduler) -> dict[str, Any]:
             "end_to_end_ms": percentiles_ms(tally.recent_end_to_end_s),
         },
     }
+
+
+def _finite(value: float) -> int | None:
+    return None if math.isinf(value) else int(value)
 
 
 def stats_endpoint(scheduler: Scheduler):

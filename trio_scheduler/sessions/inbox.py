@@ -19,7 +19,18 @@ import trio
 
 
 class SessionInbox:
-    def __init__(self, client_size: int, node_size: int, client_bytes: int = 2**62) -> None:
+    """``events_per_turn``: how many events :meth:`get` may hand out in a row without a
+    checkpoint. A session that fell behind (a long turn of a busy loop) then catches up on
+    its queued frames in one turn instead of one frame per turn, which is what let a
+    browser's frames wait seconds on a loaded server; the bound keeps one session from
+    holding the loop for long."""
+
+    def __init__(
+        self, client_size: int, node_size: int, client_bytes: int = 2**62,
+        events_per_turn: int = 1,
+    ) -> None:
+        self._events_per_turn = events_per_turn
+        self._without_checkpoint = 0
         self._client_send, self._client_receive = trio.open_memory_channel[Any](client_size)
         self._client_sizes: collections.deque[int] = collections.deque()  # in channel order
         self._client_bytes = 0
@@ -41,6 +52,20 @@ class SessionInbox:
         self._client_sizes.append(size)
         await self._client_send.send(event)
         self._arrived.set()
+
+    def put_client_nowait(self, event: Any, size: int = 0) -> bool:
+        """As :meth:`put_client` when there is room (without a checkpoint); False when the
+        session is behind, and the caller then waits in :meth:`put_client`."""
+        if self._client_bytes and self._client_bytes + size > self._max_client_bytes:
+            return False
+        try:
+            self._client_send.send_nowait(event)
+        except trio.WouldBlock:
+            return False
+        self._client_bytes += size
+        self._client_sizes.append(size)
+        self._arrived.set()
+        return True
 
     def client_gone(self, event: Any) -> None:
         """From the socket reader when the socket closed: never waits, and from now on
@@ -74,7 +99,7 @@ class SessionInbox:
                 await trio.lowlevel.checkpoint()
                 return self._gone
             if self._node_events:
-                await trio.lowlevel.checkpoint()
+                await self._turn()
                 return self._node_events.popleft()
             try:
                 event = self._client_receive.receive_nowait()
@@ -83,10 +108,18 @@ class SessionInbox:
             else:
                 self._client_bytes -= self._client_sizes.popleft()
                 self._client_space.set()
-                await trio.lowlevel.checkpoint()
+                await self._turn()
                 return event
             self._arrived = trio.Event()
+            self._without_checkpoint = 0
             with trio.move_on_at(deadline):
                 await self._arrived.wait()
                 continue
             return None
+
+    async def _turn(self) -> None:
+        """A checkpoint once every ``events_per_turn`` events handed out in a row."""
+        self._without_checkpoint += 1
+        if self._without_checkpoint >= self._events_per_turn:
+            self._without_checkpoint = 0
+            await trio.lowlevel.checkpoint()

@@ -23,7 +23,7 @@ from trio_scheduler.config import Config
 from trio_scheduler.dispatch.dispatcher import Dispatcher
 from trio_scheduler.dispatch.jobs import Job, new_job_id
 from trio_scheduler.dispatch.session_jobs import NODE_EVENTS, Binding, SessionJobs
-from trio_scheduler.http.ws_batches import send_texts
+from trio_scheduler.http.ws_batches import deliver_without_waiting, receive_batch, send_texts
 from trio_scheduler.management.needs import Needs
 from trio_scheduler.management.node_state import Rejection
 from trio_scheduler.metrics.jobs import JobTally
@@ -100,7 +100,8 @@ class SessionServices:
 async def run_session_socket(ws: trio_websocket.WebSocketConnection, services: SessionServices):
     """Serve one ``/ws/session`` socket until the client or the server closes it."""
     sessions = services.config.sessions
-    inbox = SessionInbox(sessions.inbox_size, sessions.node_inbox_size, sessions.inbox_bytes)
+    inbox = SessionInbox(sessions.inbox_size, sessions.node_inbox_size, sessions.inbox_bytes,
+                         sessions.events_per_turn)
     session = SessionTask(ws, services, inbox)
     try:
         async with trio.open_nursery() as nursery:
@@ -117,11 +118,15 @@ async def run_session_socket(ws: trio_websocket.WebSocketConnection, services: S
 
 
 async def _read_client(ws, inbox: SessionInbox, clock_ms) -> None:
+    """Move the client's frames to the inbox: all those of one read in one turn (see
+    http/ws_batches.py), waiting only while the session is behind."""
+    deliver_without_waiting(ws)
     try:
         while True:
-            raw = await ws.get_message()
-            frame = ClientFrame(raw, clock_ms(), trio.current_time())
-            await inbox.put_client(frame, len(raw))
+            for raw in await receive_batch(ws):
+                frame = ClientFrame(raw, clock_ms(), trio.current_time())
+                if not inbox.put_client_nowait(frame, len(raw)):
+                    await inbox.put_client(frame, len(raw))
     except trio_websocket.ConnectionClosed as exc:
         inbox.client_gone(ClientGone(exc.reason.code if exc.reason else None))
 
