@@ -165,7 +165,8 @@ async def test_a_process_using_its_whole_core_trips_admission(nursery, mock_cloc
                          metrics={"loop_lag_interval_s": 0.25})
     scheduler = Scheduler.build(config, MemoryStore())
     used = [0.0]
-    scheduler.loop_lag._wall, scheduler.loop_lag._cpu = trio.current_time, lambda: used[0]
+    probe = scheduler.loop_lag
+    probe._wall, probe._cpu, probe._machine = trio.current_time, lambda: used[0], lambda: (0, 0)
     await nursery.start(scheduler.loop_lag.run)
 
     async def run_for(seconds: float, cpu_share: float) -> None:
@@ -182,6 +183,25 @@ async def test_a_process_using_its_whole_core_trips_admission(nursery, mock_cloc
     assert scheduler.admission.overloaded  # calm, but not for overload_recover_s yet
     await run_for(2.0, 0.5)
     assert not scheduler.admission.overloaded
+
+
+async def test_a_full_machine_trips_admission_too(nursery, mock_clock):
+    """Workers sharing a machine: each uses less than its core while all cores are busy."""
+    config = make_config(server={"overload_cpu_percent": 90.0},
+                         metrics={"loop_lag_interval_s": 0.25})
+    scheduler = Scheduler.build(config, MemoryStore())
+    busy = [0.0, 0.0]  # (busy, total) CPU seconds of the machine's two cores
+    probe = scheduler.loop_lag
+    probe._wall, probe._cpu = trio.current_time, lambda: 0.0
+    probe._machine = lambda: tuple(busy)
+    await nursery.start(probe.run)
+    for _ in range(4):  # one second: 1.9 of 2 cores busy, this process idle
+        busy[0] += 0.25 * 1.9
+        busy[1] += 0.25 * 2
+        mock_clock.jump(0.25)
+        await trio.testing.wait_all_tasks_blocked()
+    assert probe.machine_busy == pytest.approx(0.95) and probe.cpu_busy == 0.0
+    assert scheduler.admission.overloaded
 
 
 async def test_session_starts_beyond_the_rate_wait_a_second(nursery, mock_clock):

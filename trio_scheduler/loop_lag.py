@@ -17,7 +17,22 @@ from collections.abc import Callable
 
 import trio
 
-CPU_WINDOW_S = 1.0  # how often cpu_busy is renewed
+CPU_WINDOW_S = 1.0  # how often cpu_busy and machine_busy are renewed
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of every core since boot, from Linux's ``/proc/stat``;
+    (0, 0) where there is none. Worker processes sharing a machine each keep their own
+    share of a core below the limit while together they fill every core (with whatever
+    else runs there): only the machine's own count shows that."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    total = sum(fields[:8])
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (total - idle) / 100, total / 100  # USER_HZ
 
 
 class LoopLagProbe:
@@ -25,17 +40,20 @@ class LoopLagProbe:
         self, interval_s: float, on_sample: Callable[[float, float], None] | None = None,
         *, wall: Callable[[], float] = time.monotonic,
         cpu: Callable[[], float] = time.process_time,
+        machine: Callable[[], tuple[float, float]] = machine_cpu_seconds,
     ) -> None:
         self.interval_s = interval_s
-        self._wall, self._cpu = wall, cpu
+        self._wall, self._cpu, self._machine = wall, cpu, machine
         self.lag_s = 0.0  # how late the latest wake-up was
         self.cpu_busy = 0.0  # process CPU seconds per wall second, over the last window
+        self.machine_busy = 0.0  # share of all cores busy (0..1), over the last window
         self.cpu_windows = 0  # windows measured so far (cpu_busy renewed)
         self.on_sample = on_sample  # called with (lag_s, now) after every wake-up
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         window_wall, window_cpu = self._wall(), self._cpu()
+        window_machine = self._machine()
         while True:
             due = trio.current_time() + self.interval_s
             await trio.sleep_until(due)
@@ -45,7 +63,10 @@ class LoopLagProbe:
             if wall - window_wall >= CPU_WINDOW_S:
                 cpu = self._cpu()
                 self.cpu_busy = (cpu - window_cpu) / (wall - window_wall)
+                machine = self._machine()
+                total = machine[1] - window_machine[1]
+                self.machine_busy = (machine[0] - window_machine[0]) / total if total > 0 else 0.0
                 self.cpu_windows += 1
-                window_wall, window_cpu = wall, cpu
+                window_wall, window_cpu, window_machine = wall, cpu, machine
             if self.on_sample is not None:
                 self.on_sample(self.lag_s, now)

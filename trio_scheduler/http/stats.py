@@ -54,6 +54,7 @@ async def stats_document(scheduler: Scheduler) -> dict[str, Any]:
         "session_cap": _finite(scheduler.admission.budget.cap),
         "event_loop_lag_ms": round(scheduler.loop_lag.lag_s * 1000, 1),
         "cpu_percent": round(scheduler.loop_lag.cpu_busy * 100, 1),
+        "machine_cpu_percent": round(scheduler.loop_lag.machine_busy * 100, 1),
         "sessions": {"open": len(specs), "by_language_pair": sessions_by_pair(specs)},
         "nodes": await node_rows(scheduler.manager, dispatcher),
         "pools": pool_rows(scheduler.publisher.current, dispatcher.in_flight),

@@ -95,6 +95,9 @@ class SchedulerCollector:
         yield gauge("process_cpu_busy_ratio",
                     "CPU seconds this process used per second, over the last second.",
                     s.loop_lag.cpu_busy)
+        yield gauge("machine_cpu_busy_ratio",
+                    "Share of all the machine's cores busy over the last second.",
+                    s.loop_lag.machine_busy)
         yield gauge("overloaded",
                     "1 while admission control refuses new sessions (the loop runs behind).",
                     1 if s.admission.overloaded else 0)
