@@ -191,16 +191,24 @@ async def test_a_full_machine_trips_admission_too(nursery, mock_clock):
                          metrics={"loop_lag_interval_s": 0.25})
     scheduler = Scheduler.build(config, MemoryStore())
     busy = [0.0, 0.0]  # (busy, total) CPU seconds of the machine's two cores
+    used = [0.0]  # this process's CPU seconds
     probe = scheduler.loop_lag
-    probe._wall, probe._cpu = trio.current_time, lambda: 0.0
+    probe._wall, probe._cpu = trio.current_time, lambda: used[0]
     probe._machine = lambda: tuple(busy)
     await nursery.start(probe.run)
-    for _ in range(4):  # one second: 1.9 of 2 cores busy, this process idle
-        busy[0] += 0.25 * 1.9
-        busy[1] += 0.25 * 2
-        mock_clock.jump(0.25)
-        await trio.testing.wait_all_tasks_blocked()
-    assert probe.machine_busy == pytest.approx(0.95) and probe.cpu_busy == 0.0
+
+    async def one_second(own_share: float) -> None:  # 1.9 of the 2 cores busy
+        for _ in range(4):
+            busy[0] += 0.25 * 1.9
+            busy[1] += 0.25 * 2
+            used[0] += 0.25 * own_share
+            mock_clock.jump(0.25)
+            await trio.testing.wait_all_tasks_blocked()
+
+    await one_second(own_share=0.05)  # an idle server on a machine busy with other work
+    assert probe.machine_busy == pytest.approx(0.95)
+    assert not scheduler.admission.overloaded
+    await one_second(own_share=0.6)  # a worker among others filling the machine
     assert scheduler.admission.overloaded
 
 

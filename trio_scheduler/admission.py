@@ -108,6 +108,7 @@ class StartRate:
 
 
 MIN_CPU_FOR_ESTIMATE = 0.5  # below this share of a core, fixed costs blur a session's
+MACHINE_COUNTS_FROM = 0.25  # the machine's busy share counts from this share of our core on
 
 
 @attrs.define
@@ -161,8 +162,17 @@ class Admission:
         )
 
     def observe(self, lag_s: float, now: float, cpu_busy: float,
-                cpu_window_ended: bool) -> bool:
-        """One probe sample; True if the overload state of the loop changed."""
+                cpu_window_ended: bool, machine_busy: float = 0.0) -> bool:
+        """One probe sample; True if the overload state of the loop changed.
+
+        ``machine_busy`` (the share of all the machine's cores busy) counts like the
+        process's own share, but only while the process uses at least
+        :data:`MACHINE_COUNTS_FROM` of a core: a full machine leaves no core for more
+        sessions, but an idle server on a machine busy with other work (a build, a test
+        suite) is not what is overloaded.
+        """
+        if cpu_busy >= MACHINE_COUNTS_FROM:
+            cpu_busy = max(cpu_busy, machine_busy)
         self._sessions_seen += self.sessions_open()
         self._samples += 1
         if cpu_window_ended:

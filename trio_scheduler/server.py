@@ -152,11 +152,11 @@ class Scheduler:
 
     def _lag_sampled(self, lag_s: float, now: float) -> None:
         """Admission control hears every lag sample; a change of state is logged."""
-        # A full machine leaves no core for more sessions, whatever this process uses.
-        cpu_busy = max(self.loop_lag.cpu_busy, self.loop_lag.machine_busy)
+        cpu_busy = self.loop_lag.cpu_busy
         window_ended = self.loop_lag.cpu_windows != self._cpu_windows_seen
         self._cpu_windows_seen = self.loop_lag.cpu_windows
-        if not self.admission.observe(lag_s, now, cpu_busy, window_ended):
+        if not self.admission.observe(lag_s, now, cpu_busy, window_ended,
+                                      self.loop_lag.machine_busy):
             return
         if self.admission.overloaded:
             log.warning("overloaded: refusing new sessions", lag_ms=round(lag_s * 1000),
