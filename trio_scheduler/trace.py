@@ -26,6 +26,7 @@ import orjson
 import structlog
 import trio
 
+from trio_scheduler.channels import take_queued
 from trio_scheduler.sessions.audio import plan_a_frame, plan_a_packet_count
 
 log = structlog.get_logger(__name__)
@@ -100,12 +101,7 @@ class TraceRecorder:
             task_status.started()
             try:
                 async for entry in self._receive:
-                    batch = [entry]
-                    while len(batch) < 10_000:
-                        try:
-                            batch.append(self._receive.receive_nowait())
-                        except trio.WouldBlock:
-                            break
+                    batch = [entry, *take_queued(self._receive, 10_000 - 1)]
                     # Parsing and redacting run in a worker thread, off the event loop.
                     lines = await trio.to_thread.run_sync(self._render, batch)
                     await file.write(lines)
@@ -115,12 +111,7 @@ class TraceRecorder:
                     self._progress = trio.Event()
             finally:
                 with trio.CancelScope(shield=True):
-                    rest = []
-                    while True:
-                        try:
-                            rest.append(self._receive.receive_nowait())
-                        except trio.WouldBlock:
-                            break
+                    rest = take_queued(self._receive)
                     if rest:
                         await file.write(self._render(rest))
                     await file.flush()

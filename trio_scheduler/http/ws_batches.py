@@ -32,6 +32,8 @@ import trio
 import trio_websocket
 from wsproto.events import TextMessage
 
+from trio_scheduler.channels import take_queued
+
 _INTERNALS = ("_close_reason", "_wsproto", "_stream_lock", "_stream", "_abort_web_socket",
               "_send_channel", "_recv_channel")
 
@@ -94,9 +96,5 @@ async def receive_batch(ws) -> list[str | bytes]:
     """The next message (waiting for one), and every other one already queued."""
     messages = [await ws.get_message()]
     if can_batch(ws):
-        while True:
-            try:
-                messages.append(ws._recv_channel.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
+        messages += take_queued(ws._recv_channel)
     return messages

@@ -19,6 +19,7 @@ import attrs
 import structlog
 import trio
 
+from trio_scheduler.channels import take_queued
 from trio_scheduler.management import node_state
 from trio_scheduler.management.node_state import Capabilities, HealthRules
 from trio_scheduler.management.needs import SELECTION_SERVICES
@@ -302,11 +303,7 @@ class NodeManager:
             async for command in self._receive:
                 self._apply(command)
                 # Coalesce a burst into one publication.
-                while True:
-                    try:
-                        command = self._receive.receive_nowait()
-                    except trio.WouldBlock:
-                        break
+                for command in take_queued(self._receive):
                     self._apply(command)
                 self._publish_if_dirty()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import trio
 
+from trio_scheduler.channels import receive_batch
+
 
 class NodeLink:
     """Outbound queue and close request of one node socket.
@@ -55,14 +57,8 @@ class NodeLink:
         the event loop would let the queue grow whenever a turn takes long (a busy loop),
         so the writer takes what is there and writes it at once.
         """
-        frames = [await self.next_frame()]
-        while True:
-            try:
-                frame = self._receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-            self.queued_chars -= len(frame)
-            frames.append(frame)
+        frames = await receive_batch(self._receive)
+        self.queued_chars -= sum(map(len, frames))
         return frames
 
     def close_soon(self, code: int, reason: str) -> None:

@@ -69,6 +69,7 @@ import redis.exceptions
 import structlog
 import trio
 
+from trio_scheduler.channels import receive_batch, take_queued
 from trio_scheduler.startup import StoreUnreachable
 from trio_scheduler.store.base import Reservation, StoreUnavailable
 from trio_scheduler.store.keys import Keys
@@ -466,13 +467,7 @@ class RedisStore:
         task_status.started()
         try:
             while True:
-                batch = [await self._receive.receive()]
-                while len(batch) < self._max_batch:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                batch = self._drop_abandoned(batch)
+                batch = self._drop_abandoned(await receive_batch(self._receive, self._max_batch))
                 if not batch:
                     continue
                 try:
@@ -501,11 +496,7 @@ class RedisStore:
             # which callers see as StoreUnavailable. No checkpoint in between, so no request
             # can slip in unanswered.
             closed = StoreUnavailable("Redis store is closed")
-            while True:
-                try:
-                    request = self._receive.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                    break
+            for request in take_queued(self._receive):
                 request.fail(closed, batch=True)
                 request.done.set()
             self._receive.close()
@@ -627,13 +618,13 @@ class _ShortSwitchInterval:
         self._open = 0
         self._saved = 0.0
 
-    def __enter__(self) -> None:
+    def hold(self) -> None:
         if self._open == 0:
             self._saved = sys.getswitchinterval()
             sys.setswitchinterval(min(self._saved, SWITCH_INTERVAL_S))
         self._open += 1
 
-    def __exit__(self, *exc_info: object) -> None:
+    def release(self) -> None:
         self._open -= 1
         if self._open == 0:
             sys.setswitchinterval(self._saved)
@@ -672,7 +663,7 @@ async def open_redis_store(
         topology = open_topology(url, socket_timeout_s=socket_timeout_s)
     else:
         topology = Standalone(client, owned=False)
-    _short_switch_interval.__enter__()
+    _short_switch_interval.hold()
     try:
         store = RedisStore(topology, key_prefix=key_prefix, call_timeout_s=call_timeout_s)
         if startup_wait_s is not None:
@@ -706,7 +697,7 @@ async def open_redis_store(
             raise
     finally:
         topology.close()
-        _short_switch_interval.__exit__()
+        _short_switch_interval.release()
 
 
 async def _wait_until_answering(store: RedisStore, url: str, wait_s: float) -> None:

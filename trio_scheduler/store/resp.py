@@ -22,6 +22,8 @@ import structlog
 import trio
 from redis.connection import parse_url
 
+from trio_scheduler.channels import receive_batch
+
 log = structlog.get_logger(__name__)
 
 RETRY_S = 0.5  # after a connection failed, before connecting again
@@ -210,12 +212,7 @@ class Poster:
         connection: Connection | None = None
         try:
             while True:
-                batch = [await self._receive.receive()]
-                while len(batch) < self._max_batch:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
+                batch = await receive_batch(self._receive, self._max_batch)
                 try:
                     if connection is None:
                         connection = await Connection.open(self._address, self._timeout_s)
