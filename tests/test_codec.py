@@ -591,3 +591,19 @@ def test_encode_error(code, details):
     data = json.loads(encode_error(code, "human readable", details))
     assert data == {"type": "error", "code": str(code), "message": "human readable",
                     "details": details}
+
+
+@pytest.mark.parametrize("extra, refused", [
+    ([[[1]]], True),  # the frame object, then three arrays: 4 levels
+    ([[1], [2], [3], {"a": 4}], False),  # many brackets, 3 levels: walked, accepted
+    ("[[[[{{{{", False),  # brackets in a string are no nesting
+])
+def test_nesting_is_bounded_however_many_brackets_a_frame_has(extra, refused):
+    from trio_scheduler.protocol.bounds import DecodeLimits
+
+    raw = frame(AUDIO, extra=extra)
+    if refused:
+        with pytest.raises(ProtocolError, match="nested deeper than 3"):
+            decode(raw, SESSION_INBOUND, DecodeLimits(max_depth=3))
+    else:
+        assert isinstance(decode(raw, SESSION_INBOUND, DecodeLimits(max_depth=3)), AudioChunk)

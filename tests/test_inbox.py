@@ -96,3 +96,25 @@ async def test_a_session_behind_takes_several_events_per_turn():
         assert await inbox.get() == 2  # the third in a row lets others run
     with trio.testing.assert_no_checkpoints():
         assert await inbox.get() == 3
+
+
+async def test_a_closed_inbox_frees_a_waiting_reader_and_drops_what_follows(nursery):
+    """Once the session has ended, the socket's reader must not wait for room that will
+    never come: it has a close handshake to finish."""
+    inbox = SessionInbox(client_size=1, node_size=1)
+    await inbox.put_client("queued")
+    done = trio.Event()
+
+    async def put_second():
+        await inbox.put_client("second")
+        done.set()
+
+    nursery.start_soon(put_second)
+    await trio.testing.wait_all_tasks_blocked()
+    assert not done.is_set()
+    inbox.close()
+    with trio.fail_after(5):
+        await done.wait()
+    assert inbox.put_client_nowait("third")  # taken, and dropped
+    assert await inbox.get() == "queued"
+    assert await inbox.get(deadline=trio.current_time()) is None

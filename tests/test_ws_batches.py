@@ -8,9 +8,11 @@ import trio
 import trio.testing
 import trio_websocket
 
+from trio_scheduler.http.front_door import ReplayStream
 from trio_scheduler.http.ws_batches import (
     can_batch,
     deliver_without_waiting,
+    hand_over_messages,
     receive_batch,
     send_texts,
 )
@@ -138,3 +140,140 @@ async def test_a_closed_connection_ends_the_batches(nursery):
         assert await receive_batch(ws) == ["last"]
         with pytest.raises(trio_websocket.ConnectionClosed):
             await receive_batch(ws)
+
+
+async def test_handed_over_messages_go_to_the_consumer_and_the_end_still_shows(nursery):
+    """The reader task itself delivers each message, in order; ``get_message`` then only
+    says that the connection ended."""
+    with trio.fail_after(BOUND_S):
+        ws, client = await _memory_pair(nursery, message_queue_size=8)
+        delivered: list[str] = []
+        three = trio.Event()
+
+        async def deliver(message):
+            delivered.append(message)
+            if len(delivered) == 3:
+                three.set()
+
+        assert hand_over_messages(ws, deliver)
+        await send_texts(client, ["a", "b"])
+        await client.send_message("c")
+        await three.wait()
+        assert delivered == ["a", "b", "c"]
+        await client.aclose()
+        with pytest.raises(trio_websocket.ConnectionClosed):
+            await ws.get_message()
+        assert delivered == ["a", "b", "c"]
+
+
+async def test_a_waiting_delivery_holds_the_socket_back_and_loses_nothing(nursery):
+    """While ``deliver`` waits, the reader reads no further; what follows arrives after."""
+    with trio.fail_after(BOUND_S):
+        ws, client = await _memory_pair(nursery, message_queue_size=8)
+        delivered: list[str] = []
+        go_on = trio.Event()
+        first_in = trio.Event()
+
+        async def deliver(message):
+            delivered.append(message)
+            first_in.set()
+            await go_on.wait()
+
+        hand_over_messages(ws, deliver)
+        await client.send_message("1")
+        await first_in.wait()
+        await client.send_message("2")
+        await trio.testing.wait_all_tasks_blocked()
+        assert delivered == ["1"]
+        go_on.set()
+        while len(delivered) < 2:
+            await trio.testing.wait_all_tasks_blocked()
+        assert delivered == ["1", "2"]
+
+
+async def test_what_was_queued_before_the_hand_over_is_still_there(nursery):
+    with trio.fail_after(BOUND_S):
+        ws, client = await _memory_pair(nursery, message_queue_size=8)
+        await client.send_message("early")
+        await trio.testing.wait_all_tasks_blocked()  # queued by the reader
+        delivered: list[str] = []
+
+        async def deliver(message):
+            delivered.append(message)
+
+        hand_over_messages(ws, deliver)
+        await client.send_message("late")
+        assert await ws.get_message() == "early"
+        while not delivered:
+            await trio.testing.wait_all_tasks_blocked()
+        assert delivered == ["late"]
+
+
+async def test_another_socket_is_not_handed_over():
+    async def deliver(message):
+        raise AssertionError("not called")
+
+    assert not hand_over_messages(StandIn(), deliver)
+
+
+async def _replay_pair(nursery):
+    """A (server side, client side) pair whose server side writes through a
+    ``ReplayStream`` over a real TCP socket, as the front door's connections do."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    client_stream = await trio.open_tcp_stream("127.0.0.1", port)
+    server_stream = await listeners[0].accept()
+    sides = {}
+    accepted = trio.Event()
+
+    async def server_side():
+        request = await trio_websocket.wrap_server_stream(
+            nursery, ReplayStream(b"", server_stream))
+        sides["server"] = await request.accept()
+        accepted.set()
+
+    nursery.start_soon(server_side)
+    client = await trio_websocket.wrap_client_stream(nursery, client_stream, "x", "/")
+    await accepted.wait()
+    return sides["server"], client, client_stream
+
+
+async def test_what_the_kernel_takes_at_once_is_written_without_a_checkpoint(nursery):
+    with trio.fail_after(BOUND_S):
+        ws, client, _ = await _replay_pair(nursery)
+        with trio.testing.assert_no_checkpoints():
+            assert await send_texts(ws, ['{"n":1}', '{"n":2}'], timeout_s=1)
+        assert [await client.get_message(), await client.get_message()] == ['{"n":1}', '{"n":2}']
+
+
+async def test_a_peer_that_stops_reading_gets_the_rest_later_or_times_out(nursery, autojump_clock):
+    """A write the kernel cannot take at once goes on as an ordinary ``send_all``: the
+    peer gets every byte once it reads again; one that never reads costs ``timeout_s``."""
+    ws, client, _ = await _replay_pair(nursery)
+    parts = [chr(ord("a") + n) * 900_000 for n in range(12)]  # more than the kernel's socket buffers
+    done = []
+
+    async def send():
+        done.append(await send_texts(ws, ["first", *parts], timeout_s=1000))
+
+    nursery.start_soon(send)
+    await trio.testing.wait_all_tasks_blocked()
+    assert done == []  # the peer reads too little yet: the write waits
+    assert [await client.get_message() for _ in range(13)] == ["first", *parts]
+    await trio.testing.wait_all_tasks_blocked()
+    assert done == [True]
+    assert not await send_texts(ws, parts + parts, timeout_s=5)  # nobody reads them
+
+
+async def test_send_now_on_a_closed_socket_writes_nothing(nursery):
+    stream_a, stream_b = await _socket_pair()
+    replay = ReplayStream(b"", stream_a)
+    assert replay.send_now(b"hello") == 5
+    assert await stream_b.receive_some(5) == b"hello"
+    await stream_a.aclose()
+    assert replay.send_now(b"hello") == 0  # no write to whatever now has its number
+
+
+async def _socket_pair():
+    a, b = trio.socket.socketpair()
+    return trio.SocketStream(a), trio.SocketStream(b)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 
 from trio_scheduler.management.snapshot import NodeView
 
@@ -14,8 +14,10 @@ def rank_candidates(
     sticky_node_id: str | None,
     load: Callable[[NodeView], float],
     rng: random.Random,
-) -> list[NodeView]:
-    """Order in which to try ``nodes`` for one job (PROTOCOL §3.4).
+) -> Iterator[NodeView]:
+    """Order in which to try ``nodes`` for one job (PROTOCOL §3.4), lazily: the rest
+    (3.) is sorted only when the first choices were all refused, which under normal load
+    they are not.
 
     1. The node that served the session's previous utterance, while it has room: the node
        buffers audio across utterances of one turn.
@@ -29,18 +31,15 @@ def rank_candidates(
     another instance (no hop through the store).
     """
     remaining = list(nodes)
-    ordered: list[NodeView] = []
     if sticky_node_id is not None:
         for node in remaining:
             if node.node_id == sticky_node_id and load(node) < 1.0:
-                ordered.append(node)
                 remaining.remove(node)
+                yield node
                 break
     if len(remaining) >= 2:
         first, second = rng.sample(remaining, 2)
-        pair = sorted((first, second), key=lambda n: (load(n), not n.local, rng.random()))
-        ordered.extend(pair)
+        yield from sorted((first, second), key=lambda n: (load(n), not n.local, rng.random()))
         remaining = [n for n in remaining if n is not first and n is not second]
     remaining.sort(key=lambda n: (load(n), not n.local, rng.random()))
-    ordered.extend(remaining)
-    return ordered
+    yield from remaining

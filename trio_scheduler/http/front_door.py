@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 
 import math
+import os
 from http import HTTPStatus
 
 import attrs
@@ -78,6 +79,24 @@ class ReplayStream(trio.abc.Stream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self.transport_stream.send_all(data)
+
+    def send_now(self, data: bytes) -> int:
+        """Write what the kernel takes at once, without waiting and without a checkpoint;
+        the number of bytes written (0 when it takes nothing now, or when this is not a
+        plain socket). The caller must be the stream's only writer at this moment.
+
+        ``send_all`` always yields to the scheduler once, even when the kernel took every
+        byte at once, which is nearly always the case for a frame: that turn of the loop
+        is most of what a small write costs. An error is left for ``send_all`` to raise.
+        """
+        socket = getattr(self.transport_stream, "socket", None)
+        fd = socket.fileno() if socket is not None else -1
+        if fd < 0:  # not a socket, or closed (its number may already be another's)
+            return 0
+        try:
+            return os.write(fd, data)
+        except OSError:
+            return 0
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.transport_stream.wait_send_all_might_not_block()

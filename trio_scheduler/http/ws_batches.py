@@ -10,11 +10,17 @@ jobs of many sessions: when a busy server's turns grow long, a node's results wo
 behind one-per-turn, holding their slots while the node itself sits idle. So:
 
 * :func:`send_texts` frames a list with wsproto and writes it once (the frames of one
-  outcome to a browser; every job frame queued for a node);
+  outcome to a browser; every job frame queued for a node), without a turn of the event
+  loop when the kernel takes it all at once;
 * :func:`deliver_without_waiting` makes a connection's reader hand over received messages
   without a checkpoint while its queue has room, and :func:`receive_batch` takes every
   message queued, so a node's frames that arrived in one read are handled in one turn.
-  A read is at most ``[server] receive_buffer_bytes``, which bounds a turn's work.
+  A read is at most ``[server] receive_buffer_bytes``, which bounds a turn's work;
+* :func:`hand_over_messages` goes one step further for a browser's socket: the reader
+  task itself puts each message where its consumer takes it (the session's inbox), so a
+  browser's frame costs one task switch instead of two (reader → channel → a task that
+  moves it on). The channel is then only the connection's end: it is closed as before,
+  and ``get_message`` raises ``ConnectionClosed`` as before.
 
 trio-websocket has no public call for either; these rely on attributes of
 :class:`trio_websocket.WebSocketConnection` that are not public. Where they are absent
@@ -25,6 +31,7 @@ them, so an upgrade cannot silently lose the batching.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,31 +45,65 @@ _INTERNALS = ("_close_reason", "_wsproto", "_stream_lock", "_stream", "_abort_we
               "_send_channel", "_recv_channel")
 
 
+_known_internals: bool | None = None  # found on the first connection, for all of them
+
+
 def can_batch(ws: object) -> bool:
-    """Whether ``ws`` is a trio-websocket connection whose internals this module knows."""
-    return isinstance(ws, trio_websocket.WebSocketConnection) and all(
-        hasattr(ws, name) for name in _INTERNALS
-    )
+    """Whether ``ws`` is a trio-websocket connection whose internals this module knows.
+
+    Asked for every frame sent: the attributes are looked for once, on the first
+    connection (they are set by the class's ``__init__``, the same for every instance)."""
+    global _known_internals
+    if not isinstance(ws, trio_websocket.WebSocketConnection):
+        return False
+    if _known_internals is None:
+        _known_internals = all(hasattr(ws, name) for name in _INTERNALS)
+    return _known_internals
 
 
-async def send_texts(ws, texts: Sequence[str]) -> None:
-    """Send ``texts`` as text messages, in order; one write when there are several.
+async def send_texts(ws, texts: Sequence[str], timeout_s: float = math.inf) -> bool:
+    """Send ``texts`` as text messages, in order, in one write; False when the peer did
+    not take them within ``timeout_s`` (they may then be partly written: the connection
+    is of no further use).
 
+    What the kernel takes at once is written without a checkpoint (see
+    ``ReplayStream.send_now``): only a peer that is behind costs a wait, and a deadline.
     Raises ``trio_websocket.ConnectionClosed`` as ``send_message`` does.
     """
-    if len(texts) == 1 or not can_batch(ws):
-        for text in texts:
-            await ws.send_message(text)
-        return
+    if not can_batch(ws):
+        with trio.move_on_after(timeout_s) as scope:
+            for text in texts:
+                await ws.send_message(text)
+        return not scope.cancelled_caught
     if ws._close_reason:
         raise trio_websocket.ConnectionClosed(ws._close_reason)
-    data = b"".join(ws._wsproto.send(TextMessage(data=text)) for text in texts)
-    async with ws._stream_lock:
-        try:
-            await ws._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            await ws._abort_web_socket()
-            raise trio_websocket.ConnectionClosed(ws._close_reason) from None
+    data = b"".join([ws._wsproto.send(TextMessage(data=text)) for text in texts])
+    lock, sent = ws._stream_lock, 0
+    held = not lock.locked()
+    if held:
+        lock.acquire_nowait()
+        sent = _send_now(ws._stream, data)
+        if sent == len(data):
+            lock.release()
+            return True
+    try:
+        with trio.move_on_after(timeout_s) as scope:
+            if not held:
+                await lock.acquire()
+                held = True
+            await ws._stream.send_all(memoryview(data)[sent:])
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        await ws._abort_web_socket()
+        raise trio_websocket.ConnectionClosed(ws._close_reason) from None
+    finally:
+        if held:
+            lock.release()
+    return not scope.cancelled_caught
+
+
+def _send_now(stream: object, data: bytes) -> int:
+    send_now = getattr(stream, "send_now", None)
+    return send_now(data) if send_now is not None else 0
 
 
 class _SendWithoutWaiting:
@@ -90,6 +131,45 @@ def deliver_without_waiting(ws) -> None:
     """
     if can_batch(ws) and not isinstance(ws._send_channel, _SendWithoutWaiting):
         ws._send_channel = _SendWithoutWaiting(ws._send_channel)
+
+
+class _HandOver:
+    """Stands in for a connection's message channel: ``send`` hands the message to
+    ``deliver`` (which may wait: the socket is then read no further); closing closes the
+    real channel, so whoever waits in ``get_message`` learns that the connection ended."""
+
+    def __init__(self, channel: trio.MemorySendChannel[Any], deliver) -> None:
+        self._channel = channel
+        self._deliver = deliver
+
+    async def send(self, value: Any) -> None:
+        await self._deliver(value)
+
+    async def __aenter__(self) -> _HandOver:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._channel.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._channel, name)
+
+
+def hand_over_messages(ws, deliver) -> bool:
+    """Make ``ws``'s reader task call ``await deliver(message)`` for each message received
+    instead of queueing it for ``get_message``; False (and nothing changed) when ``ws`` is
+    not a connection whose internals this module knows.
+
+    ``deliver`` runs in the connection's reader task: it must not raise, and once the
+    consumer is gone it must return at once (a reader stuck in it could not finish the
+    close handshake). ``get_message`` then returns only the messages the reader had
+    queued before this call, then raises ``ConnectionClosed``: keep awaiting it, to
+    deliver those and to learn when the connection ended.
+    """
+    if not can_batch(ws):
+        return False
+    ws._send_channel = _HandOver(ws._send_channel, deliver)
+    return True
 
 
 async def receive_batch(ws) -> list[str | bytes]:

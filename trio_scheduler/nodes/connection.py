@@ -100,9 +100,7 @@ async def _write_frames(ws, link: NodeLink, send_timeout_s: float) -> None:
                 frames = await link.next_frames()
             except trio.EndOfChannel:
                 return
-            with trio.move_on_after(send_timeout_s) as scope:
-                await send_texts(ws, frames)
-            if scope.cancelled_caught:
+            if not await send_texts(ws, frames, send_timeout_s):
                 # A node that stops reading would hold its jobs and slots forever.
                 link.close_soon(CloseCode.UNRESPONSIVE, "not reading its socket")
                 return

@@ -40,22 +40,29 @@ class SessionInbox:
         self._node_size = node_size
         self._arrived = trio.Event()
         self._gone: Any | None = None
+        self._closed = False
         self.dropped_node_events = 0
+
+    def close(self) -> None:
+        """The session has ended: client frames are dropped from now on, and a reader
+        waiting for room goes on at once (it must be free to finish the socket's close)."""
+        self._closed = True
+        self._client_space.set()
 
     async def put_client(self, event: Any, size: int = 0) -> None:
         """From the socket reader: waits while the session is behind (too many frames, or
-        too many bytes queued; one frame larger than the budget still goes alone)."""
-        while self._client_bytes and self._client_bytes + size > self._max_client_bytes:
+        too many bytes queued; one frame larger than the budget still goes alone); after
+        :meth:`close`, drops the frame without waiting."""
+        while not self.put_client_nowait(event, size):
             self._client_space = trio.Event()
             await self._client_space.wait()
-        self._client_bytes += size
-        self._client_sizes.append(size)
-        await self._client_send.send(event)
-        self._arrived.set()
 
     def put_client_nowait(self, event: Any, size: int = 0) -> bool:
         """As :meth:`put_client` when there is room (without a checkpoint); False when the
         session is behind, and the caller then waits in :meth:`put_client`."""
+        return self._closed or self._put_client_nowait(event, size)
+
+    def _put_client_nowait(self, event: Any, size: int) -> bool:
         if self._client_bytes and self._client_bytes + size > self._max_client_bytes:
             return False
         try:

@@ -23,7 +23,7 @@ from trio_scheduler.config import Config
 from trio_scheduler.dispatch.dispatcher import Dispatcher
 from trio_scheduler.dispatch.jobs import Job, new_job_id
 from trio_scheduler.dispatch.session_jobs import NODE_EVENTS, Binding, SessionJobs
-from trio_scheduler.http.ws_batches import deliver_without_waiting, receive_batch, send_texts
+from trio_scheduler.http.ws_batches import hand_over_messages, send_texts
 from trio_scheduler.management.needs import Needs
 from trio_scheduler.management.node_state import Rejection
 from trio_scheduler.metrics.jobs import JobTally
@@ -110,6 +110,7 @@ async def run_session_socket(ws: trio_websocket.WebSocketConnection, services: S
             await session.run(inbox)
             nursery.cancel_scope.cancel()
     finally:
+        inbox.close()
         # After every attempt has ended, so their reports are in the inbox. Shielded so
         # cleanup also runs on shutdown, bounded so it cannot hang it.
         with trio.CancelScope(shield=True) as scope:
@@ -118,15 +119,21 @@ async def run_session_socket(ws: trio_websocket.WebSocketConnection, services: S
 
 
 async def _read_client(ws, inbox: SessionInbox, clock_ms) -> None:
-    """Move the client's frames to the inbox: all those of one read in one turn (see
-    http/ws_batches.py), waiting only while the session is behind."""
-    deliver_without_waiting(ws)
+    """Move the client's frames to the inbox, waiting only while the session is behind.
+
+    The socket's own reader task puts them there where it can (http/ws_batches.py: one
+    task switch per frame instead of two); this task then only moves what was queued
+    before, and waits for the end."""
+
+    async def deliver(raw: str | bytes) -> None:
+        frame = ClientFrame(raw, clock_ms(), trio.current_time())
+        if not inbox.put_client_nowait(frame, len(raw)):
+            await inbox.put_client(frame, len(raw))
+
+    hand_over_messages(ws, deliver)
     try:
-        while True:
-            for raw in await receive_batch(ws):
-                frame = ClientFrame(raw, clock_ms(), trio.current_time())
-                if not inbox.put_client_nowait(frame, len(raw)):
-                    await inbox.put_client(frame, len(raw))
+        while True:  # what the reader queued before the hand-over, then the end
+            await deliver(await ws.get_message())
     except trio_websocket.ConnectionClosed as exc:
         inbox.client_gone(ClientGone(exc.reason.code if exc.reason else None))
 
@@ -675,13 +682,13 @@ class SessionTask:
         """Send frames in order, under one deadline (an outcome is up to three frames)."""
         if self._finished or not texts:
             return
-        with trio.move_on_after(self._config.server.send_timeout_s) as scope:
-            try:
-                await send_texts(self._ws, texts)
-            except trio_websocket.ConnectionClosed:
-                # The browser is gone; the reader reports it too. Stop, clean up after.
-                self._finished = True
-        if scope.cancelled_caught:
+        try:
+            sent = await send_texts(self._ws, texts, self._config.server.send_timeout_s)
+        except trio_websocket.ConnectionClosed:
+            # The browser is gone; the reader reports it too. Stop, clean up after.
+            self._finished = True
+            return
+        if not sent:
             # A browser that stops reading would pin this task (and its timers) forever.
             log.warning("session not reading; dropping it", session_id=self.session_id)
             self._finished = True
