@@ -98,6 +98,8 @@ async def test_waiting_for_a_slot_pauses_the_browser_with_an_explicit_resume_tim
 class StallingStore(MemoryStore):
     """A store whose reservations hang until the test lets them through (or fail them)."""
 
+    answers_at_once = False  # as a store over the network
+
     def __init__(self) -> None:
         super().__init__()
         self.stalled = True

@@ -383,6 +383,8 @@ async def test_a_lost_playback_end_does_not_wedge_later_pause_cuts(nursery, auto
 class SlowReserveStore(MemoryStore):
     """A store round trip that takes a while, as over a network."""
 
+    answers_at_once = False
+
     async def reserve(self, *args):
         await trio.sleep(0.3)
         return await super().reserve(*args)

@@ -152,6 +152,7 @@ class Dispatcher:
     ) -> None:
         self._publisher = publisher
         self._store = store
+        self.store_answers_at_once: bool = getattr(store, "answers_at_once", False)
         self.instance_id = instance_id
         self._reservation_ttl_ms = job_timeout_ms + reservation_margin_ms
         self._max_waiting = max_waiting_per_pool

@@ -13,7 +13,10 @@ Why attempts run in child tasks
 A dispatch attempt makes one call to the store (the reservation), and a store can be slow
 or frozen. The session must keep answering heartbeats, control frames and node results
 meanwhile, so each attempt runs in a child task and reports back through the session's
-inbox (:class:`AttemptDone`). One attempt is in flight per session at a time, taken from
+inbox (:class:`AttemptDone`). With the embedded store, which never waits on anything
+outside the process, the session makes the attempt itself (a child task per job was a
+good part of its cost) and the report still goes through the inbox, so the two run the
+same course. One attempt is in flight per session at a time, taken from
 a FIFO of jobs ready to try: that alone keeps a session's jobs reaching nodes in index
 order, and a job never competes with its own session for a slot.
 """
@@ -258,8 +261,7 @@ class SessionJobs:
             session = self._session
             assert session is not None and self._nursery is not None
             self._trying = job.job_id
-            self._nursery.start_soon(
-                self._attempt,
+            attempt = (
                 job.job_id,
                 job.attempt_id,
                 codec.encode(attrs.evolve(job.assign, attempt_id=job.attempt_id)),
@@ -268,6 +270,10 @@ class SessionJobs:
                 self._sticky_node_id,
                 session,
             )
+            if self._dispatcher.store_answers_at_once:
+                await self._attempt(*attempt)  # nothing to wait for: no child task to pay
+            else:
+                self._nursery.start_soon(self._attempt, *attempt)
 
     async def _attempt(
         self,
@@ -279,7 +285,8 @@ class SessionJobs:
         sticky_node_id: str | None,
         session: Binding,
     ) -> None:
-        """Runs in a child task: one dispatch try, reported back through the inbox."""
+        """One dispatch try, reported back through the inbox; in a child task unless the
+        store answers at once."""
         outcome: AttemptOutcome
         try:
             outcome = await self._dispatcher.dispatch(

@@ -25,6 +25,7 @@ T = TypeVar("T")
 class MeasuredStore:
     def __init__(self, store: Store, registry: CollectorRegistry) -> None:
         self.inner = store
+        self.answers_at_once = getattr(store, "answers_at_once", False)
         duration = Histogram(
             "trio_scheduler_store_call_duration_seconds",
             "Duration of calls to the store, by operation.",

@@ -32,6 +32,11 @@ class StoreUnavailable(Exception):
 
 
 class Store(Protocol):
+    #: True when no call waits on anything outside this process (the embedded store):
+    #: a session then makes its reservation itself instead of in a child task that
+    #: protects it from a slow store. Absent means False.
+    answers_at_once: bool
+
     async def reserve(
         self, node_id: str, member: str, capacity: int, now_ms: int, expires_at_ms: int
     ) -> Reservation:

@@ -15,6 +15,8 @@ from trio_scheduler.store.base import Reservation
 
 
 class MemoryStore:
+    answers_at_once = True  # nothing outside the process: see Store.answers_at_once
+
     def __init__(self) -> None:
         # node_id -> {member: expires_at_ms}
         self._reservations: dict[str, dict[str, int]] = {}
