@@ -118,3 +118,16 @@ async def test_a_closed_inbox_frees_a_waiting_reader_and_drops_what_follows(nurs
     assert inbox.put_client_nowait("third")  # taken, and dropped
     assert await inbox.get() == "queued"
     assert await inbox.get(deadline=trio.current_time()) is None
+
+
+async def test_a_cancelled_wait_takes_nothing():
+    """The session waits under a cancel scope whose deadline it moves: a deadline that
+    passes just as events are there must leave them queued, in order."""
+    inbox = SessionInbox(client_size=4, node_size=4, events_per_turn=1)
+    await inbox.put_client("chunk")
+    inbox.put_node("result")
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await inbox.next()
+    assert scope.cancelled_caught
+    assert [await inbox.next(), await inbox.next()] == ["result", "chunk"]

@@ -99,30 +99,35 @@ class SessionInbox:
         return events
 
     async def get(self, deadline: float = math.inf) -> Any | None:
-        """The next event: the client's departure, else node events, else client frames;
-        None when ``deadline`` passes first."""
+        """The next event (see :meth:`next`); None when ``deadline`` passes first."""
+        with trio.move_on_at(deadline):
+            return await self.next()
+        return None
+
+    async def next(self) -> Any:
+        """The next event: the client's departure, else node events, else client frames.
+
+        Cancel-safe: when a cancellation (a deadline) interrupts it, it has taken nothing,
+        so the session can wait under one long-lived cancel scope whose deadline it moves,
+        instead of opening one per event.
+        """
         while True:
             if self._gone is not None:
                 await trio.lowlevel.checkpoint()
                 return self._gone
-            if self._node_events:
-                await self._turn()
-                return self._node_events.popleft()
-            try:
+            if self._node_events or self._client_sizes:
+                await self._turn()  # before taking: a cancellation here loses nothing
+                if self._gone is not None:
+                    continue
+                if self._node_events:
+                    return self._node_events.popleft()
                 event = self._client_receive.receive_nowait()
-            except trio.WouldBlock:
-                pass
-            else:
                 self._client_bytes -= self._client_sizes.popleft()
                 self._client_space.set()
-                await self._turn()
                 return event
             self._arrived = trio.Event()
             self._without_checkpoint = 0
-            with trio.move_on_at(deadline):
-                await self._arrived.wait()
-                continue
-            return None
+            await self._arrived.wait()
 
     async def _turn(self) -> None:
         """A checkpoint once every ``events_per_turn`` events handed out in a row."""

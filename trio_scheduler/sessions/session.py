@@ -228,28 +228,49 @@ class SessionTask:
     # -- the loop ----------------------------------------------------------------------
 
     async def run(self, inbox: SessionInbox) -> None:
+        """Handle events and timers until the session ends.
+
+        The wait for the next event is bounded by the session's next deadline through one
+        cancel scope that lives as long as no deadline passes: its deadline is moved
+        before each wait and lifted while an event is handled (so handling is never cut
+        short). One scope per event was a good part of a session's cost.
+        """
         while not self._finished:
-            event = await inbox.get(self._next_deadline())
-            now = trio.current_time()
-            if event is not None:
-                try:
-                    await self._handle(event, now)
-                except Exception:
-                    # A bug must not cost the user the session: the event is dropped,
-                    # logged, answered, and the session goes on.
-                    log.exception("session event failed", session_id=self.session_id,
-                                  event_type=type(event).__name__)
-                    await self._internal_error()
-            now = trio.current_time()
-            if not self._finished and now >= self._timers_rest_until:
-                try:
-                    await self._on_timers(now)
-                except Exception:
-                    # The same timer would fail again at once: timers rest a while (frames
-                    # and node events are still handled meanwhile).
-                    log.exception("session timer failed", session_id=self.session_id)
-                    self._timers_rest_until = now + TIMER_REST_S
-                    await self._internal_error()
+            event = None
+            with trio.CancelScope() as timer:
+                while not self._finished:
+                    timer.deadline = self._next_deadline()
+                    event = await inbox.next()
+                    timer.deadline = math.inf
+                    if timer.cancel_called:
+                        break  # the deadline passed as the event came: handled below
+                    await self._step(event)
+                    event = None
+            if not self._finished:
+                await self._step(event)  # a deadline passed (and maybe an event came)
+
+    async def _step(self, event: Any) -> None:
+        """Handle ``event`` (if any), then whatever timer is due."""
+        now = trio.current_time()
+        if event is not None:
+            try:
+                await self._handle(event, now)
+            except Exception:
+                # A bug must not cost the user the session: the event is dropped,
+                # logged, answered, and the session goes on.
+                log.exception("session event failed", session_id=self.session_id,
+                              event_type=type(event).__name__)
+                await self._internal_error()
+        now = trio.current_time()
+        if not self._finished and now >= self._timers_rest_until:
+            try:
+                await self._on_timers(now)
+            except Exception:
+                # The same timer would fail again at once: timers rest a while (frames
+                # and node events are still handled meanwhile).
+                log.exception("session timer failed", session_id=self.session_id)
+                self._timers_rest_until = now + TIMER_REST_S
+                await self._internal_error()
 
     async def _internal_error(self) -> None:
         """Tell the client once: the web client shows every ``error`` as an alert."""
