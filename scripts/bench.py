@@ -809,6 +809,7 @@ def summarize(*, target, store, sessions, args, processes, reports, node_report,
             "scheduler_reserved_max": max((r[1] for r in reserved), default=None),
             "admin_answer_ms_max": max((r[2] for r in reserved), default=None),
             "reserved_series": [r[1] for r in reserved],
+            "admin_answer_ms_series": [round(r[2], 1) for r in reserved],
             "sampler_error": sampler.failed,
             "sampler_timeouts": sampler.timeouts,
         })

@@ -86,8 +86,9 @@ class ServerConfig:
     overload_cpu_percent: float = attrs.field(default=90.0, validator=_positive)
     overload_recover_s: float = attrs.field(default=2.0, validator=_non_negative)
     overload_retry_after_s: int = attrs.field(default=5, validator=_positive)
-    max_session_starts_per_s: float = attrs.field(default=200.0, validator=_positive)
+    max_session_starts_per_s: float = attrs.field(default=50.0, validator=_positive)
     receive_buffer_bytes: int = attrs.field(default=65536, validator=_positive)
+    accept_burst: int = attrs.field(default=64, validator=_positive)
 
     @functools.cached_property
     def decode_limits(self) -> DecodeLimits:

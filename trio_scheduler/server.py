@@ -33,6 +33,7 @@ from trio_scheduler.cluster.directory import NodeDirectory
 from trio_scheduler.cluster.service import Cluster
 from trio_scheduler.config import Config
 from trio_scheduler.dispatch.dispatcher import Dispatcher
+from trio_scheduler.http.accept import BurstListener
 from trio_scheduler.http.auth import UpgradeGate, node_identity
 from trio_scheduler.http.front_door import FrontDoor, Request
 from trio_scheduler.http.table import route_table
@@ -290,7 +291,10 @@ async def _serve_connections(
             "users' audio; set [nodes] auth_tokens in production"
         )
     async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, front_door.handle, listeners)
+        await nursery.start(
+            trio.serve_listeners, front_door.handle,
+            [BurstListener(listener, config.server.accept_burst) for listener in listeners],
+        )
         log.info(
             "scheduler listening",
             host=config.server.host,
