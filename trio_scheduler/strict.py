@@ -107,7 +107,7 @@ def install_strict_hooks(
         def structure_attrs(value: Any, _: type) -> Any:
             if not isinstance(value, dict):
                 raise TypeError(f"expected object, got {json_type(value)}")
-            if null_is_missing:
+            if null_is_missing and None in value.values():  # a C scan; copy only if needed
                 value = {k: v for k, v in value.items() if v is not None}
             return fields(value, cls)
 

@@ -14,7 +14,6 @@ judged and counts as voiced.
 
 from __future__ import annotations
 
-import base64
 import binascii
 
 OPUS_PACKET_MS = 20
@@ -102,6 +101,8 @@ def decode_base64(text: str | None) -> bytes | None:
     if not text:
         return b""
     try:
-        return base64.b64decode(text, validate=True)
+        # strict_mode validates in C what b64decode(validate=True) checks with a regular
+        # expression first: the same answers, for a fraction of the cost per chunk.
+        return binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
         return None
