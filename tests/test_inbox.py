@@ -131,3 +131,44 @@ async def test_a_cancelled_wait_takes_nothing():
         await inbox.next()
     assert scope.cancelled_caught
     assert [await inbox.next(), await inbox.next()] == ["result", "chunk"]
+
+
+async def test_two_waiting_for_room_are_both_let_in(nursery):
+    """Each waiter must be woken by room or by the end, whoever waited first."""
+    inbox = SessionInbox(client_size=1, node_size=1)
+    await inbox.put_client("queued")
+    put: list[str] = []
+
+    async def put_one(name):
+        await inbox.put_client(name)
+        put.append(name)
+
+    nursery.start_soon(put_one, "a")
+    await trio.testing.wait_all_tasks_blocked()
+    nursery.start_soon(put_one, "b")
+    await trio.testing.wait_all_tasks_blocked()
+    with trio.fail_after(5):
+        assert await inbox.next() == "queued"
+        second = await inbox.next()
+        third = await inbox.next()
+    assert {second, third} == {"a", "b"}
+    assert sorted(put) == ["a", "b"]
+
+
+async def test_closing_frees_every_waiter(nursery):
+    inbox = SessionInbox(client_size=1, node_size=1)
+    await inbox.put_client("queued")
+    done = []
+
+    async def put_one(name):
+        await inbox.put_client(name)
+        done.append(name)
+
+    for name in ("a", "b"):
+        nursery.start_soon(put_one, name)
+        await trio.testing.wait_all_tasks_blocked()
+    inbox.close()
+    with trio.fail_after(5):
+        while len(done) < 2:
+            await trio.testing.wait_all_tasks_blocked()
+    assert sorted(done) == ["a", "b"]

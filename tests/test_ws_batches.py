@@ -157,7 +157,7 @@ async def test_handed_over_messages_go_to_the_consumer_and_the_end_still_shows(n
             if len(delivered) == 3:
                 three.set()
 
-        assert hand_over_messages(ws, deliver)
+        assert await hand_over_messages(ws, deliver)
         await send_texts(client, ["a", "b"])
         await client.send_message("c")
         await three.wait()
@@ -181,7 +181,7 @@ async def test_a_waiting_delivery_holds_the_socket_back_and_loses_nothing(nurser
             first_in.set()
             await go_on.wait()
 
-        hand_over_messages(ws, deliver)
+        await hand_over_messages(ws, deliver)
         await client.send_message("1")
         await first_in.wait()
         await client.send_message("2")
@@ -193,29 +193,45 @@ async def test_a_waiting_delivery_holds_the_socket_back_and_loses_nothing(nurser
         assert delivered == ["1", "2"]
 
 
-async def test_what_was_queued_before_the_hand_over_is_still_there(nursery):
+async def test_what_was_queued_before_the_hand_over_comes_first_in_order(nursery):
+    """Frames the reader queued before the hand-over (a full queue, and the reader blocked
+    on one more) are delivered first, in order, ahead of any frame that follows; the
+    reader's next frames wait for them even while their delivery waits."""
     with trio.fail_after(BOUND_S):
-        ws, client = await _memory_pair(nursery, message_queue_size=8)
-        await client.send_message("early")
-        await trio.testing.wait_all_tasks_blocked()  # queued by the reader
+        ws, client = await _memory_pair(nursery, message_queue_size=4)
+        await send_texts(client, ["init", "c1", "c2", "c3", "c4", "c5"])
+        await trio.testing.wait_all_tasks_blocked()  # 4 queued, the reader blocked on c4
         delivered: list[str] = []
+        go_on = trio.Event()
 
         async def deliver(message):
             delivered.append(message)
+            if message == "init":
+                await go_on.wait()  # the consumer is slow to take the first one
 
-        hand_over_messages(ws, deliver)
-        await client.send_message("late")
-        assert await ws.get_message() == "early"
-        while not delivered:
+        handing_over = trio.Event()
+
+        async def hand_over():
+            await hand_over_messages(ws, deliver)
+            handing_over.set()
+
+        nursery.start_soon(hand_over)
+        await trio.testing.wait_all_tasks_blocked()
+        await client.send_message("c6")
+        await trio.testing.wait_all_tasks_blocked()
+        assert delivered == ["init"]
+        go_on.set()
+        await handing_over.wait()
+        while len(delivered) < 7:
             await trio.testing.wait_all_tasks_blocked()
-        assert delivered == ["late"]
+        assert delivered == ["init", "c1", "c2", "c3", "c4", "c5", "c6"]
 
 
 async def test_another_socket_is_not_handed_over():
     async def deliver(message):
         raise AssertionError("not called")
 
-    assert not hand_over_messages(StandIn(), deliver)
+    assert not await hand_over_messages(StandIn(), deliver)
 
 
 async def _replay_pair(nursery):

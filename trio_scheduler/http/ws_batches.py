@@ -135,14 +135,18 @@ def deliver_without_waiting(ws) -> None:
 
 class _HandOver:
     """Stands in for a connection's message channel: ``send`` hands the message to
-    ``deliver`` (which may wait: the socket is then read no further); closing closes the
-    real channel, so whoever waits in ``get_message`` learns that the connection ended."""
+    ``deliver`` (which may wait: the socket is then read no further), once the messages
+    queued before it took over are delivered (``ready``); closing closes the real
+    channel, so whoever waits in ``get_message`` learns that the connection ended."""
 
-    def __init__(self, channel: trio.MemorySendChannel[Any], deliver) -> None:
+    def __init__(self, channel: trio.MemorySendChannel[Any], deliver, ready: trio.Event) -> None:
         self._channel = channel
         self._deliver = deliver
+        self._ready = ready
 
     async def send(self, value: Any) -> None:
+        if not self._ready.is_set():
+            await self._ready.wait()
         await self._deliver(value)
 
     async def __aenter__(self) -> _HandOver:
@@ -155,20 +159,27 @@ class _HandOver:
         return getattr(self._channel, name)
 
 
-def hand_over_messages(ws, deliver) -> bool:
+async def hand_over_messages(ws, deliver) -> bool:
     """Make ``ws``'s reader task call ``await deliver(message)`` for each message received
     instead of queueing it for ``get_message``; False (and nothing changed) when ``ws`` is
     not a connection whose internals this module knows.
 
-    ``deliver`` runs in the connection's reader task: it must not raise, and once the
-    consumer is gone it must return at once (a reader stuck in it could not finish the
-    close handshake). ``get_message`` then returns only the messages the reader had
-    queued before this call, then raises ``ConnectionClosed``: keep awaiting it, to
-    deliver those and to learn when the connection ended.
+    The messages the reader queued before are delivered first, here, in order (with the
+    one it may be blocked on, the queue being full); the reader's next ones wait until
+    they are. ``deliver`` then runs in the connection's reader task: it must not raise,
+    and once the consumer is gone it must return at once (a reader stuck in it could not
+    finish the close handshake). ``get_message`` afterwards only raises
+    ``ConnectionClosed``: await it to learn when the connection ended.
     """
     if not can_batch(ws):
         return False
-    ws._send_channel = _HandOver(ws._send_channel, deliver)
+    ready = trio.Event()
+    ws._send_channel = _HandOver(ws._send_channel, deliver, ready)
+    try:
+        for message in take_queued(ws._recv_channel):  # no checkpoint: nothing slips in
+            await deliver(message)
+    finally:
+        ready.set()
     return True
 
 

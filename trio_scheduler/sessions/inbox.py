@@ -54,7 +54,8 @@ class SessionInbox:
         too many bytes queued; one frame larger than the budget still goes alone); after
         :meth:`close`, drops the frame without waiting."""
         while not self.put_client_nowait(event, size):
-            self._client_space = trio.Event()
+            if self._client_space.is_set():  # a fresh one, unless others already wait on it
+                self._client_space = trio.Event()
             await self._client_space.wait()
 
     def put_client_nowait(self, event: Any, size: int = 0) -> bool:

@@ -122,17 +122,16 @@ async def _read_client(ws, inbox: SessionInbox, clock_ms) -> None:
     """Move the client's frames to the inbox, waiting only while the session is behind.
 
     The socket's own reader task puts them there where it can (http/ws_batches.py: one
-    task switch per frame instead of two); this task then only moves what was queued
-    before, and waits for the end."""
+    task switch per frame instead of two); this task then only waits for the end."""
 
     async def deliver(raw: str | bytes) -> None:
         frame = ClientFrame(raw, clock_ms(), trio.current_time())
         if not inbox.put_client_nowait(frame, len(raw)):
             await inbox.put_client(frame, len(raw))
 
-    hand_over_messages(ws, deliver)
     try:
-        while True:  # what the reader queued before the hand-over, then the end
+        await hand_over_messages(ws, deliver)
+        while True:  # the end (or, for another kind of socket, every message)
             await deliver(await ws.get_message())
     except trio_websocket.ConnectionClosed as exc:
         inbox.client_gone(ClientGone(exc.reason.code if exc.reason else None))
