@@ -72,3 +72,19 @@ async def test_closing_closes_what_was_taken_but_not_handed_out(nursery):
         await listener.aclose()
         for client in clients[1:]:
             assert await client.receive_some(10) == b""  # closed by the server
+
+
+async def test_without_a_second_descriptor_it_accepts_one_at_a_time(nursery, monkeypatch):
+    with trio.fail_after(BOUND_S):
+        inner, port = await _listener()
+
+        def no_descriptor(fd):
+            raise OSError(24, "Too many open files")
+
+        monkeypatch.setattr("trio_scheduler.http.accept.os.dup", no_descriptor)
+        listener = BurstListener(inner, 64)
+        for _ in range(2):
+            await trio.open_tcp_stream("127.0.0.1", port)
+        assert len([await listener.accept() for _ in range(2)]) == 2
+        assert inner.accepts == 2
+        await listener.aclose()

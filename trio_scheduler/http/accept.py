@@ -28,9 +28,16 @@ class BurstListener(trio.abc.Listener[trio.SocketStream]):
         self.listener = listener
         self._burst = burst
         # The same listening socket under a second descriptor, for plain non-blocking
-        # accept calls (trio's own socket only offers an accept that yields).
-        self._socket = socket.socket(fileno=os.dup(listener.socket.fileno()))
-        self._socket.setblocking(False)
+        # accept calls (trio's own socket only offers an accept that yields). Without one
+        # (no descriptor left), it accepts one connection at a time, as trio does.
+        self._socket: socket.socket | None = None
+        try:
+            self._socket = socket.socket(fileno=os.dup(listener.socket.fileno()))
+            self._socket.setblocking(False)
+        except OSError:
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
         self._waiting: collections.deque[trio.SocketStream] = collections.deque()
 
     async def accept(self) -> trio.SocketStream:
@@ -41,6 +48,8 @@ class BurstListener(trio.abc.Listener[trio.SocketStream]):
         return stream
 
     def _take_waiting(self) -> None:
+        if self._socket is None:
+            return
         for _ in range(self._burst - 1):
             try:
                 connection, _ = self._socket.accept()
@@ -51,7 +60,8 @@ class BurstListener(trio.abc.Listener[trio.SocketStream]):
             self._waiting.append(trio.SocketStream(trio.socket.from_stdlib_socket(connection)))
 
     async def aclose(self) -> None:
-        self._socket.close()
+        if self._socket is not None:
+            self._socket.close()
         while self._waiting:
             await trio.aclose_forcefully(self._waiting.popleft())
         await self.listener.aclose()
