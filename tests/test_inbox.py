@@ -13,7 +13,7 @@ async def test_node_events_overtake_client_frames():
     await inbox.put_client("chunk-1")
     await inbox.put_client("chunk-2")
     assert inbox.put_node("result")
-    assert [await inbox.get() for _ in range(3)] == ["result", "chunk-1", "chunk-2"]
+    assert [await inbox.next() for _ in range(3)] == ["result", "chunk-1", "chunk-2"]
 
 
 async def test_client_departure_overtakes_everything_queued():
@@ -21,8 +21,8 @@ async def test_client_departure_overtakes_everything_queued():
     await inbox.put_client("chunk")
     inbox.put_node("result")
     inbox.client_gone("gone")
-    assert await inbox.get() == "gone"
-    assert await inbox.get() == "gone"  # it stays the answer: the session stops on it
+    assert await inbox.next() == "gone"
+    assert await inbox.next() == "gone"  # it stays the answer: the session stops on it
 
 
 async def test_client_departure_wakes_a_waiting_get(nursery):
@@ -31,7 +31,7 @@ async def test_client_departure_wakes_a_waiting_get(nursery):
 
     async def take(*, task_status=trio.TASK_STATUS_IGNORED):
         task_status.started()
-        got.append(await inbox.get())
+        got.append(await inbox.next())
 
     await nursery.start(take)
     inbox.client_gone("gone")
@@ -46,10 +46,11 @@ async def test_full_node_queue_refuses_without_waiting():
     assert inbox.dropped_node_events == 1
 
 
-async def test_get_returns_none_at_the_deadline(autojump_clock):
+async def test_a_wait_with_nothing_to_take_ends_at_its_deadline(autojump_clock):
     inbox = SessionInbox(client_size=1, node_size=1)
-    assert await inbox.get(deadline=trio.current_time() + 5) is None
-    assert trio.current_time() == 5
+    with trio.move_on_at(trio.current_time() + 5) as scope:
+        await inbox.next()
+    assert scope.cancelled_caught and trio.current_time() == 5
 
 
 async def test_client_frames_are_bounded_in_bytes(nursery):
@@ -65,15 +66,15 @@ async def test_client_frames_are_bounded_in_bytes(nursery):
     nursery.start_soon(put_second)
     await trio.testing.wait_all_tasks_blocked()
     assert not done.is_set()  # 120 bytes would be queued
-    assert await inbox.get() == "first"
+    assert await inbox.next() == "first"
     await done.wait()
-    assert await inbox.get() == "second"
+    assert await inbox.next() == "second"
 
 
 async def test_a_frame_larger_than_the_budget_goes_alone():
     inbox = SessionInbox(client_size=8, node_size=1, client_bytes=100)
     await inbox.put_client("huge", 500)
-    assert await inbox.get() == "huge"
+    assert await inbox.next() == "huge"
 
 
 async def test_a_frame_goes_in_without_waiting_while_there_is_room():
@@ -83,7 +84,7 @@ async def test_a_frame_goes_in_without_waiting_while_there_is_room():
         assert not inbox.put_client_nowait("b", 60)  # 120 bytes would be queued
         assert inbox.put_client_nowait("c", 40)
         assert not inbox.put_client_nowait("d", 0)  # two frames: the channel is full
-    assert [await inbox.get(), await inbox.get()] == ["a", "c"]
+    assert [await inbox.next(), await inbox.next()] == ["a", "c"]
 
 
 async def test_a_session_behind_takes_several_events_per_turn():
@@ -91,11 +92,11 @@ async def test_a_session_behind_takes_several_events_per_turn():
     for n in range(5):
         assert inbox.put_client_nowait(n)
     with trio.testing.assert_no_checkpoints():
-        assert [await inbox.get(), await inbox.get()] == [0, 1]
+        assert [await inbox.next(), await inbox.next()] == [0, 1]
     with trio.testing.assert_checkpoints():
-        assert await inbox.get() == 2  # the third in a row lets others run
+        assert await inbox.next() == 2  # the third in a row lets others run
     with trio.testing.assert_no_checkpoints():
-        assert await inbox.get() == 3
+        assert await inbox.next() == 3
 
 
 async def test_a_closed_inbox_frees_a_waiting_reader_and_drops_what_follows(nursery):
@@ -116,8 +117,10 @@ async def test_a_closed_inbox_frees_a_waiting_reader_and_drops_what_follows(nurs
     with trio.fail_after(5):
         await done.wait()
     assert inbox.put_client_nowait("third")  # taken, and dropped
-    assert await inbox.get() == "queued"
-    assert await inbox.get(deadline=trio.current_time()) is None
+    assert await inbox.next() == "queued"
+    with trio.move_on_at(trio.current_time()) as scope:
+        await inbox.next()  # "third" was dropped: nothing left
+    assert scope.cancelled_caught
 
 
 async def test_a_cancelled_wait_takes_nothing():

@@ -149,12 +149,6 @@ class _HandOver:
             await self._ready.wait()
         await self._deliver(value)
 
-    async def __aenter__(self) -> _HandOver:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self._channel.aclose()
-
     def __getattr__(self, name: str) -> Any:
         return getattr(self._channel, name)
 

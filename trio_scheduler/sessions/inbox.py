@@ -12,14 +12,13 @@ are of no use to anyone, and the session must stop at once (PROTOCOL §2.3.5).
 from __future__ import annotations
 
 import collections
-import math
 from typing import Any
 
 import trio
 
 
 class SessionInbox:
-    """``events_per_turn``: how many events :meth:`get` may hand out in a row without a
+    """``events_per_turn``: how many events :meth:`next` may hand out in a row without a
     checkpoint. A session that fell behind (a long turn of a busy loop) then catches up on
     its queued frames in one turn instead of one frame per turn, which is what let a
     browser's frames wait seconds on a loaded server; the bound keeps one session from
@@ -77,7 +76,7 @@ class SessionInbox:
 
     def client_gone(self, event: Any) -> None:
         """From the socket reader when the socket closed: never waits, and from now on
-        :meth:`get` returns ``event`` before anything still queued."""
+        :meth:`next` returns ``event`` before anything still queued."""
         self._gone = event
         self._arrived.set()
 
@@ -98,12 +97,6 @@ class SessionInbox:
         """Every node event not handled yet (for the session's cleanup)."""
         events, self._node_events = list(self._node_events), collections.deque()
         return events
-
-    async def get(self, deadline: float = math.inf) -> Any | None:
-        """The next event (see :meth:`next`); None when ``deadline`` passes first."""
-        with trio.move_on_at(deadline):
-            return await self.next()
-        return None
 
     async def next(self) -> Any:
         """The next event: the client's departure, else node events, else client frames.
