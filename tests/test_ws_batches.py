@@ -10,7 +10,7 @@ import trio
 import trio.testing
 import trio_websocket
 
-from trio_scheduler.http.front_door import ReplayStream
+from trio_scheduler.http.stream import ReplayStream
 from trio_scheduler.http.ws_batches import (
     can_batch,
     deliver_without_waiting,

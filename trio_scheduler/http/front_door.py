@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 
 import math
-import os
 from http import HTTPStatus
 
 import attrs
@@ -21,6 +20,8 @@ import orjson
 import structlog
 import trio
 import trio_websocket
+
+from trio_scheduler.http.stream import ReplayStream
 
 log = structlog.get_logger(__name__)
 
@@ -58,51 +59,6 @@ CLOSE_GOING_AWAY = 1001
 
 WebSocketHandler = Callable[[trio_websocket.WebSocketConnection, Request], Awaitable[None]]
 HttpHandler = Callable[[Request], Awaitable[Response]]
-
-
-class ReplayStream(trio.abc.Stream):
-    """A stream that first returns bytes already read from ``stream``."""
-
-    def __init__(self, prefix: bytes, stream: trio.abc.Stream) -> None:
-        self._prefix = prefix
-        self.transport_stream = stream
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._prefix:
-            if max_bytes is None or max_bytes >= len(self._prefix):
-                data, self._prefix = self._prefix, b""
-            else:
-                data, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
-            await trio.lowlevel.checkpoint()
-            return data
-        return await self.transport_stream.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.transport_stream.send_all(data)
-
-    def send_now(self, data: bytes) -> int:
-        """Write what the kernel takes at once, without waiting and without a checkpoint;
-        the number of bytes written (0 when it takes nothing now, or when this is not a
-        plain socket). The caller must be the stream's only writer at this moment.
-
-        ``send_all`` always yields to the scheduler once, even when the kernel took every
-        byte at once, which is nearly always the case for a frame: that turn of the loop
-        is most of what a small write costs. An error is left for ``send_all`` to raise.
-        """
-        socket = getattr(self.transport_stream, "socket", None)
-        fd = socket.fileno() if socket is not None else -1
-        if fd < 0:  # not a socket, or closed (its number may already be another's)
-            return 0
-        try:
-            return os.write(fd, data)
-        except OSError:
-            return 0
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.transport_stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self.transport_stream.aclose()
 
 
 class RequestHeadTooLarge(Exception):
