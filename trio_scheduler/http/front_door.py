@@ -22,6 +22,7 @@ import trio
 import trio_websocket
 
 from trio_scheduler.http.stream import ReplayStream
+from trio_scheduler.http.ws_frames import parse_common_frames
 
 log = structlog.get_logger(__name__)
 
@@ -217,6 +218,7 @@ class FrontDoor:
         if scope.cancelled_caught:
             await stream.aclose()
             return
+        parse_common_frames(ws)
         try:
             await handler(ws, request)
         finally:
