@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import trio
 import trio.testing
 
 from harness import MemoryHarness
 from trio_scheduler.dispatch.session_jobs import SessionJobs
+from trio_scheduler.store.memory import MemoryStore
 from trio_scheduler.nodes.connection import NodeConnection
 from trio_scheduler.sessions.segmenter import Segmenter
 from trio_scheduler.sessions.session import SessionTask
@@ -87,6 +89,38 @@ async def test_a_failing_node_answer_ends_its_utterance_and_the_session_goes_on(
     assert (await client.recv_type("translation_result"))["utterance_index"] == 1
     await trio.testing.wait_all_tasks_blocked()
     assert await h.scheduler.store.in_use(node_id, 0) == 0  # the failed job's slot is back
+
+
+@pytest.mark.parametrize("store", ["embedded", "over a network"])
+async def test_a_failing_dispatch_report_ends_its_utterance_and_gives_the_slot_back(
+    nursery, autojump_clock, monkeypatch, store
+):
+    """With the embedded store the session applies an attempt's report at once, else it
+    comes through the inbox: a bug applying it costs that utterance only, either way."""
+    h = await MemoryHarness.start(
+        nursery, store=MemoryStore() if store == "embedded" else NetworkLikeStore())
+    node, node_id = await h.ready_node(max_concurrent_jobs=1)
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    monkeypatch.setattr(SessionJobs, "_apply_attempt", failing_once(SessionJobs._apply_attempt))
+    await client.send(audio_chunk_frame(session_id, 0, is_final=True))
+    missing = await client.recv_type("missing_result")
+    assert (missing["utterance_index"], missing["reason"]) == (0, "job_failed")
+    await client.send(audio_chunk_frame(session_id, 1, is_final=True))
+    before = []  # the only slot is free again: utterance 1 gets it
+    while (job := await node.recv())["type"] != "job_assign" or job["utterance_index"] != 1:
+        before.append((job["type"], job.get("utterance_index") or job.get("job_id")))
+    # Utterance 0's job was dropped from the node's queue, or reached it and was cancelled.
+    assert [kind for kind, _ in before if kind.startswith("job_")] in (
+        [], ["job_assign", "job_cancel"])
+    await node.send(result_frame(job, node_id))
+    assert (await client.recv_type("translation_result"))["utterance_index"] == 1
+
+
+class NetworkLikeStore(MemoryStore):
+    """The embedded store, but declaring that it may wait (as Redis does)."""
+
+    answers_at_once = False
 
 
 async def test_a_failing_timer_rests_and_the_session_goes_on(nursery, autojump_clock,

@@ -13,7 +13,9 @@ import trio.testing
 import trio_websocket
 
 from harness import MemoryHarness
+from trio_scheduler.dispatch.session_jobs import AttemptDone
 from trio_scheduler.sessions.groups import GroupPart, GroupTracker
+from trio_scheduler.sessions.inbox import SessionInbox
 from trio_scheduler.sessions.limits import RateLimiter, Verdict
 from trio_scheduler.sessions.segmenter import FinalizeReason, HangoverQueue, Segment
 from trio_scheduler.store.memory import MemoryStore
@@ -388,6 +390,32 @@ class SlowReserveStore(MemoryStore):
     async def reserve(self, *args):
         await trio.sleep(0.3)
         return await super().reserve(*args)
+
+
+@pytest.mark.parametrize("store, reports_through_inbox", [
+    (MemoryStore, 0), (SlowReserveStore, 2)])
+async def test_only_an_attempt_in_a_child_task_reports_through_the_inbox(
+        nursery, autojump_clock, monkeypatch, store, reports_through_inbox):
+    """With a store that answers at once the session applies the report itself: a turn
+    of its inbox per job was a good part of its cost."""
+    reports = []
+    put_node = SessionInbox.put_node
+
+    def counting_put_node(self, event, **kwargs):
+        reports.extend([event] if isinstance(event, AttemptDone) else [])
+        return put_node(self, event, **kwargs)
+
+    monkeypatch.setattr(SessionInbox, "put_node", counting_put_node)
+    h = await MemoryHarness.start(nursery, store=store())
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    for index in range(2):
+        await client.send(audio_chunk_frame(session_id, index, is_final=True))
+        job = await node.recv_type("job_assign")
+        await node.send(result_frame(job, node_id))
+        assert (await client.recv_type("translation_result"))["utterance_index"] == index
+    assert len(reports) == reports_through_inbox
 
 
 async def test_a_waiting_utterance_is_not_overtaken_by_a_later_one(nursery, autojump_clock):

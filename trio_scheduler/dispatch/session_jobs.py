@@ -14,9 +14,9 @@ A dispatch attempt makes one call to the store (the reservation), and a store ca
 or frozen. The session must keep answering heartbeats, control frames and node results
 meanwhile, so each attempt runs in a child task and reports back through the session's
 inbox (:class:`AttemptDone`). With the embedded store, which never waits on anything
-outside the process, the session makes the attempt itself (a child task per job was a
-good part of its cost) and the report still goes through the inbox, so the two run the
-same course. One attempt is in flight per session at a time, taken from
+outside the process, the session makes the attempt itself and applies its report at
+once: a child task per job, and then a turn of the inbox per report, were a good part of
+a session's cost. One attempt is in flight per session at a time, taken from
 a FIFO of jobs ready to try: that alone keeps a session's jobs reaching nodes in index
 order, and a job never competes with its own session for a slot.
 """
@@ -240,7 +240,7 @@ class SessionJobs:
         job = self._jobs.get(job_id) if job_id is not None else None
         if job is None or job.state.terminal:
             return
-        if job.reservation_held:
+        if job.reservation_held and job.node_id is not None:
             self._cancel_on_node(job, "internal error")
             self._release_slot(job)
         # An attempt in flight reports later and finds the job gone: it undoes itself.
@@ -271,9 +271,16 @@ class SessionJobs:
                 session,
             )
             if self._dispatcher.store_answers_at_once:
-                await self._attempt(*attempt)  # nothing to wait for: no child task to pay
+                # Nothing to wait for: no child task, and the report is applied at once.
+                # The loop then goes on with the next ready job, as _try_next would.
+                await self._settle_attempt(await self._attempt(*attempt), now)
             else:
-                self._nursery.start_soon(self._attempt, *attempt)
+                self._nursery.start_soon(self._report_attempt, *attempt)
+
+    async def _report_attempt(self, *attempt: Any) -> None:
+        """An attempt in a child task, reported back through the inbox."""
+        # Never dropped: the session must learn of a slot this attempt holds.
+        self._inbox.put_node(await self._attempt(*attempt), force=True)
 
     async def _attempt(
         self,
@@ -284,9 +291,9 @@ class SessionJobs:
         exclude: frozenset[str],
         sticky_node_id: str | None,
         session: Binding,
-    ) -> None:
-        """One dispatch try, reported back through the inbox; in a child task unless the
-        store answers at once."""
+    ) -> AttemptDone:
+        """One dispatch try, and its report; in a child task unless the store answers at
+        once."""
         outcome: AttemptOutcome
         try:
             outcome = await self._dispatcher.dispatch(
@@ -305,19 +312,30 @@ class SessionJobs:
         except Exception as exc:
             log.exception("dispatch attempt failed", job_id=job_id, session_id=session.session_id)
             outcome = AttemptBroke(f"{type(exc).__name__}: {exc}")
-        # Never dropped: the session must learn of a slot this attempt holds.
-        self._inbox.put_node(AttemptDone(job_id, attempt_id, outcome), force=True)
+        return AttemptDone(job_id, attempt_id, outcome)
 
     async def _on_attempt_done(self, event: AttemptDone, now: float) -> None:
+        await self._settle_attempt(event, now)
+        await self._try_next(now)
+
+    async def _settle_attempt(self, event: AttemptDone, now: float) -> None:
+        """Apply an attempt's report to its job. If that fails (a bug), the job ends with
+        ``job_failed`` and what the attempt took goes back: the node was already sent
+        the job, so it is told to drop it, and the slot is released."""
         self._trying = None
         job = self._jobs.get(event.job_id)
         if job is None or job.state.terminal or job.attempt_id != event.attempt_id:
             # The job ended while its attempt was in flight (an earlier attempt's node
             # answered): a slot it took goes straight back, a wait it began ends.
             self._abandon_attempt(event)
-        else:
+            return
+        try:
             await self._apply_attempt(job, event.outcome, now)
-        await self._try_next(now)
+        except Exception:
+            log.exception("job event failed", job_id=job.job_id, event_type="AttemptDone")
+            if not (job.reservation_held and job.node_id is not None):
+                self._abandon_attempt(event)  # the job never took over what it holds
+            await self._broken(job.job_id, now)
 
     async def _apply_attempt(self, job: Job, outcome: AttemptOutcome, now: float) -> None:
         session = self._session
