@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from trio_scheduler.sessions.inbox import SessionInbox
+from trio_scheduler.sessions.inbox import NUDGE, SessionInbox
 
 
 async def test_node_events_overtake_client_frames():
@@ -175,3 +175,75 @@ async def test_closing_frees_every_waiter(nursery):
         while len(done) < 2:
             await trio.testing.wait_all_tasks_blocked()
     assert sorted(done) == ["a", "b"]
+
+
+async def _parked_taker(nursery, inbox, got):
+    """A session task stand-in waiting in next(); returns once it is parked there."""
+
+    async def take():
+        while True:
+            got.append(await inbox.next())
+
+    nursery.start_soon(take)
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_a_turn_is_given_only_while_the_session_waits_with_nothing_queued(nursery):
+    inbox = SessionInbox(client_size=8, node_size=8)
+    assert not inbox.take_turn()  # nobody waits in next(): the session task is busy
+    got = []
+    await _parked_taker(nursery, inbox, got)
+    assert inbox.take_turn()
+    assert not inbox.take_turn()  # one at a time
+    inbox.give_back_turn()
+    await trio.testing.wait_all_tasks_blocked()
+    assert got == []  # nothing arrived: the session task was not woken for the frame
+    inbox.put_node("result")
+    assert not inbox.take_turn()  # something is queued: the frame queues behind it
+    await trio.testing.wait_all_tasks_blocked()
+    assert got == ["result"]
+    inbox.close()
+    assert not inbox.take_turn()
+
+
+async def test_nothing_is_handed_out_while_a_frame_is_handled_in_place(nursery):
+    inbox = SessionInbox(client_size=8, node_size=8)
+    got = []
+    await _parked_taker(nursery, inbox, got)
+    assert inbox.take_turn()
+    inbox.put_node("result")  # arrives meanwhile: wakes the session task, which waits on
+    await inbox.put_client("chunk")
+    await trio.testing.wait_all_tasks_blocked()
+    assert got == []
+    inbox.give_back_turn()
+    await trio.testing.wait_all_tasks_blocked()
+    assert got == ["result", "chunk"]
+
+
+async def test_a_nudge_wakes_the_session_with_nothing_queued(nursery):
+    inbox = SessionInbox(client_size=8, node_size=8)
+    got = []
+    await _parked_taker(nursery, inbox, got)
+    assert inbox.take_turn()
+    inbox.give_back_turn(nudge=True)
+    await trio.testing.wait_all_tasks_blocked()
+    assert got == [NUDGE]
+
+
+async def test_free_waits_for_the_turn_to_come_back(nursery):
+    inbox = SessionInbox(client_size=8, node_size=8)
+    got = []
+    await _parked_taker(nursery, inbox, got)
+    assert inbox.take_turn()
+    freed = []
+
+    async def wait_free():
+        await inbox.free()
+        freed.append(True)
+
+    nursery.start_soon(wait_free)
+    await trio.testing.wait_all_tasks_blocked()
+    assert freed == []
+    inbox.give_back_turn()
+    await trio.testing.wait_all_tasks_blocked()
+    assert freed == [True]

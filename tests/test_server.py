@@ -112,6 +112,23 @@ async def test_oversized_message_closes_with_1009(start_server):
         assert (await client.recv())["type"] == "session_init_ack"
 
 
+async def test_a_session_close_is_answered_and_the_socket_closed_at_once(start_server):
+    """The frame is handled by the socket's reader task itself (the session was idle);
+    the close it decides is made by the session task, at once: the reader could not read
+    the browser's answer to a close it waited on (it would wait ``send_timeout_s``)."""
+    server = await start_server(server={"send_timeout_s": 30})
+    with trio.fail_after(5):
+        async with connect(server.session_url) as client:
+            await client.send(one_way_init("zh", "en"))
+            session_id = (await client.recv())["session_id"]
+            await client.send({"type": "session_close", "session_id": session_id,
+                               "reason": "done"})
+            assert (await client.recv())["type"] == "session_close_ack"
+            with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                await client.recv()
+            assert closed.value.reason.code == 1000
+
+
 async def test_node_socket_closed_leaves_pools_at_once(start_server):
     server = await start_server()
     publisher = server.scheduler.publisher

@@ -222,6 +222,38 @@ async def test_rate_limit_error_then_close_1008(nursery, autojump_clock):
     assert client.ws.closed.code == 1008
 
 
+async def test_frames_that_find_the_session_idle_are_handled_where_they_are_read(
+        nursery, autojump_clock, monkeypatch):
+    """A browser's frames at its pace never queue in the inbox (the reader handles each
+    itself: one wake-up per frame instead of two), and a close decided there (after
+    ``session_close``) is still made, by the session task."""
+    queued = []
+    put_client_nowait = SessionInbox.put_client_nowait
+
+    def counting(self, event, size=0):
+        queued.append(event)
+        return put_client_nowait(self, event, size)
+
+    monkeypatch.setattr(SessionInbox, "put_client_nowait", counting)
+    h = await MemoryHarness.start(nursery)
+    node, node_id = await h.ready_node()
+    client = h.session()
+    session_id = await h.session_id_for(client, one_way_init("zh", "en"))
+    for seq in range(8):
+        await client.send(audio_chunk_frame(session_id, seq, is_final=seq == 7))
+        await trio.sleep(0.256)
+    job = await node.recv_type("job_assign")
+    await node.send(result_frame(job, node_id))
+    assert (await client.recv_type("translation_result"))["utterance_index"] == 0
+    await client.send({"type": "session_close", "session_id": session_id, "reason": "done"})
+    assert (await client.recv_type("session_close_ack"))["session_id"] == session_id
+    with pytest.raises(trio_websocket.ConnectionClosed):
+        while True:
+            await client.recv()
+    assert client.ws.closed.code == 1000
+    assert queued == []
+
+
 async def test_asr_partial_forwarded_at_once(nursery):
     h = await MemoryHarness.start(nursery)
     node, node_id = await h.ready_node()

@@ -7,6 +7,13 @@ taken first: under load, a result releases its node slot at once instead of queu
 behind a backlog of audio chunks, which is what keeps an overloaded server dispatching.
 The client's departure overtakes both: a gone client's queued audio and its jobs' answers
 are of no use to anyone, and the session must stop at once (PROTOCOL §2.3.5).
+
+A frame that finds the session idle (waiting here, nothing queued) is handled by the
+socket's reader itself, in its own task, instead of being queued for the session task to
+wake up for: :meth:`take_turn` hands the session to the reader, and until
+:meth:`give_back_turn`, :meth:`next` hands out nothing and :meth:`free` waits, so session
+code still runs in one task at a time. A wake-up per frame (four a second per browser)
+was a good part of a session's cost.
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ import collections
 from typing import Any
 
 import trio
+
+
+NUDGE = object()  # from next(): nothing arrived, but the session task has something to do
 
 
 class SessionInbox:
@@ -40,6 +50,10 @@ class SessionInbox:
         self._arrived = trio.Event()
         self._gone: Any | None = None
         self._closed = False
+        self._parked = False  # the session task waits in next() for something to arrive
+        self._held = False  # a frame is handled in place (take_turn .. give_back_turn)
+        self._nudged = False
+        self._turn_back = trio.Event()
         self.dropped_node_events = 0
 
     def close(self) -> None:
@@ -98,20 +112,53 @@ class SessionInbox:
         events, self._node_events = list(self._node_events), collections.deque()
         return events
 
+    def take_turn(self) -> bool:
+        """For the socket's reader: True when the session task is idle (waiting in
+        :meth:`next`, nothing queued, the session not over), and the reader may handle its
+        frame itself; it must then call :meth:`give_back_turn`, whatever happens."""
+        if (self._parked and not self._held and not self._closed and self._gone is None
+                and not self._node_events and not self._client_sizes):
+            self._held = True
+            return True
+        return False
+
+    def give_back_turn(self, *, nudge: bool = False) -> None:
+        """The frame handled in place is done. ``nudge``: wake the session task even with
+        nothing queued (:meth:`next` returns :data:`NUDGE`), for what only it may do."""
+        self._held = False
+        self._nudged = self._nudged or nudge
+        self._turn_back.set()
+        if self._nudged or self._gone is not None or self._node_events or self._client_sizes:
+            self._arrived.set()
+
+    async def free(self) -> None:
+        """Wait until no frame is handled in place (the session task, before it runs
+        session code other than through :meth:`next`)."""
+        while self._held:
+            self._turn_back = trio.Event()
+            await self._turn_back.wait()
+
     async def next(self) -> Any:
-        """The next event: the client's departure, else node events, else client frames.
+        """The next event: the client's departure, else a nudge, else node events, else
+        client frames; never while a frame is handled in place.
 
         Cancel-safe: when a cancellation (a deadline) interrupts it, it has taken nothing,
         so the session can wait under one long-lived cancel scope whose deadline it moves,
         instead of opening one per event.
         """
         while True:
-            if self._gone is not None:
+            if self._held:
+                pass  # wait for the turn to come back
+            elif self._gone is not None:
                 await trio.lowlevel.checkpoint()
                 return self._gone
-            if self._node_events or self._client_sizes:
+            elif self._nudged:
+                await trio.lowlevel.checkpoint()
+                self._nudged = False
+                return NUDGE
+            elif self._node_events or self._client_sizes:
                 await self._turn()  # before taking: a cancellation here loses nothing
-                if self._gone is not None:
+                if self._gone is not None or self._held or self._nudged:
                     continue
                 if self._node_events:
                     return self._node_events.popleft()
@@ -121,7 +168,11 @@ class SessionInbox:
                 return event
             self._arrived = trio.Event()
             self._without_checkpoint = 0
-            await self._arrived.wait()
+            self._parked = True
+            try:
+                await self._arrived.wait()
+            finally:
+                self._parked = False
 
     async def _turn(self) -> None:
         """A checkpoint once every ``events_per_turn`` events handed out in a row."""

@@ -4,7 +4,11 @@ The audio buffer and its timers, the session's jobs, and its ordered result queu
 this task and nowhere else, so they need no lock: per-session serialisation comes from
 being one task. Everything reaches it through its inbox — client frames from the reader
 task; node frames, capacity and node-loss notices routed by the dispatcher, which are
-taken first — and timers are deadlines of the one ``get`` call.
+taken first — and timers are deadlines of the wait for the next event.
+
+A client frame that finds the session idle is handled by the socket's reader task
+itself (:meth:`SessionTask.handle_in_place`; see sessions/inbox.py): session code still
+runs in one task at a time, and a browser's frame costs one wake-up instead of two.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from trio_scheduler.sessions.audio import decode_base64, utterance_measure_ms
 from trio_scheduler.sessions.ordering import Deliver, OrderedResults, Release
 from trio_scheduler.sessions.outcomes import Outcome, gap_frame, outcome_frames
 from trio_scheduler.sessions.groups import GroupTracker
-from trio_scheduler.sessions.inbox import SessionInbox
+from trio_scheduler.sessions.inbox import NUDGE, SessionInbox
 from trio_scheduler.sessions.limits import RateLimiter, Verdict
 from trio_scheduler.sessions.segmenter import (
     HangoverQueue,
@@ -106,26 +110,32 @@ async def run_session_socket(ws: trio_websocket.WebSocketConnection, services: S
     try:
         async with trio.open_nursery() as nursery:
             session.attach(nursery)  # its dispatch attempts run here
-            nursery.start_soon(_read_client, ws, inbox, services.clock_ms)
+            nursery.start_soon(_read_client, ws, inbox, services.clock_ms, session)
             await session.run(inbox)
             nursery.cancel_scope.cancel()
     finally:
+        # After every attempt has ended, so their reports are in the inbox, and after a
+        # frame handled in place. Shielded so cleanup also runs on shutdown, bounded so it
+        # cannot hang it.
+        grace_s = services.config.server.shutdown_grace_s
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + grace_s):
+            await inbox.free()
         inbox.close()
-        # After every attempt has ended, so their reports are in the inbox. Shielded so
-        # cleanup also runs on shutdown, bounded so it cannot hang it.
-        with trio.CancelScope(shield=True) as scope:
-            scope.relative_deadline = services.config.server.shutdown_grace_s
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + grace_s):
             await session.cleanup()
 
 
-async def _read_client(ws, inbox: SessionInbox, clock_ms) -> None:
-    """Move the client's frames to the inbox, waiting only while the session is behind.
+async def _read_client(ws, inbox: SessionInbox, clock_ms, session: SessionTask) -> None:
+    """Hand the client's frames to the session: handled at once where it is idle, else
+    queued in the inbox, waiting only while the session is behind.
 
-    The socket's own reader task puts them there where it can (http/ws_batches.py: one
-    task switch per frame instead of two); this task then only waits for the end."""
+    The socket's own reader task does this where it can (http/ws_batches.py); this task
+    then only waits for the end."""
 
     async def deliver(raw: str | bytes) -> None:
         frame = ClientFrame(raw, clock_ms(), trio.current_time())
+        if await session.handle_in_place(frame):
+            return
         if not inbox.put_client_nowait(frame, len(raw)):
             await inbox.put_client(frame, len(raw))
 
@@ -203,6 +213,9 @@ class SessionTask:
         self._summary = SessionSummary(self._last_client_at)
         self._closing_deadline: float | None = None
         self._finished = False
+        self._timer: trio.CancelScope | None = None  # of the session task's wait, while in it
+        self._in_place = False  # a frame is handled by the reader task
+        self._close_asked: tuple[int, str] | None = None  # in place, for the session task
         self.undecodable_payloads = 0
 
     @property
@@ -237,6 +250,7 @@ class SessionTask:
         while not self._finished:
             event = None
             with trio.CancelScope() as timer:
+                self._timer = timer
                 while not self._finished:
                     timer.deadline = self._next_deadline()
                     event = await inbox.next()
@@ -245,8 +259,34 @@ class SessionTask:
                         break  # the deadline passed as the event came: handled below
                     await self._step(event)
                     event = None
+            self._timer = None
+            await inbox.free()  # a frame handled in place finishes first
             if not self._finished:
                 await self._step(event)  # a deadline passed (and maybe an event came)
+        await self._close_as_asked()  # a frame handled in place ended the session
+
+    async def handle_in_place(self, frame: ClientFrame) -> bool:
+        """Handle ``frame`` in the calling task (the socket's reader) if the session task
+        is idle; False when it is not (the frame is then queued as usual).
+
+        The session task does not run session code meanwhile (the inbox holds it back),
+        and learns the new deadline when the frame is done. Closing the socket is left to
+        it (:meth:`_close`): the reader cannot wait for the peer's answer to a close, being
+        the task that would read it.
+        """
+        if self._finished or self._timer is None or not self._inbox.take_turn():
+            return False
+        self._in_place = True
+        try:
+            await self._step(frame)
+        finally:
+            self._in_place = False
+            timer = self._timer
+            if timer is not None and not self._finished:
+                timer.deadline = self._next_deadline()
+            self._inbox.give_back_turn(
+                nudge=self._finished or self._close_asked is not None)
+        return True
 
     async def _step(self, event: Any) -> None:
         """Handle ``event`` (if any), then whatever timer is due."""
@@ -293,6 +333,9 @@ class SessionTask:
         return max(min(deadlines, default=math.inf), self._timers_rest_until)
 
     async def _handle(self, event: Any, now: float) -> None:
+        if event is NUDGE:  # after a frame handled in place
+            await self._close_as_asked()
+            return
         match event:
             case ClientFrame():
                 self._last_client_at = now
@@ -713,8 +756,19 @@ class SessionTask:
             log.warning("session not reading; dropping it", session_id=self.session_id)
             self._finished = True
 
+    async def _close_as_asked(self) -> None:
+        if self._close_asked is not None:
+            code, reason = self._close_asked
+            self._close_asked = None
+            await self._close(code, reason)
+
     async def _close(self, code: int, reason: str) -> None:
-        """Close the socket; a peer that never answers the close does not hold us."""
+        """Close the socket; a peer that never answers the close does not hold us.
+
+        From a frame handled in place, the session task closes it, at once after."""
+        if self._in_place:
+            self._close_asked = (code, reason)
+            return
         with trio.move_on_after(self._config.server.send_timeout_s):
             await self._ws.aclose(code, reason)
 
