@@ -126,6 +126,26 @@ def test_what_comes_out_is_what_wsproto_alone_gives_however_the_reads_fall():
         assert fast.state == plain.state
 
 
+@pytest.mark.parametrize("size", [0, 125, 126, 65_535, 65_536, 200_000])
+def test_a_whole_text_message_is_framed_as_wsproto_frames_it(size):
+    client, server = _open_pair()
+    _, plain = _open_pair()
+    text = ("é" * size)[:size]  # multi-byte: the length is the UTF-8 length
+    data = FastTextFrames(server).send(TextMessage(data=text))
+    assert data == plain.send(TextMessage(data=text))
+    client.receive_data(data)
+    assert [event.data for event in client.events()] == [text]
+
+
+def test_a_fragmented_message_and_what_follows_it_are_framed_by_wsproto():
+    client, server = _open_pair()
+    _, plain = _open_pair()
+    fast = FastTextFrames(server)
+    messages = [TextMessage(data="one", message_finished=False), TextMessage(data="two"),
+                TextMessage(data="three"), Ping(b"p")]
+    assert [fast.send(m) for m in messages] == [plain.send(m) for m in messages]
+
+
 def test_the_end_of_the_connection_comes_after_the_frames_before_it():
     client, server = _open_pair()
     fast = FastTextFrames(server)
@@ -193,5 +213,18 @@ async def test_a_message_over_the_size_limit_closes_with_1009(nursery):
         assert closed.value.reason.code == 1009
 
 
-def test_another_kind_of_socket_is_left_alone():
+async def test_another_kind_of_socket_is_left_alone(nursery):
     assert not parse_common_frames(object())
+    with trio.fail_after(BOUND_S):
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        client_stream = await trio.open_tcp_stream("127.0.0.1", port)
+        server_stream = await listeners[0].accept()
+
+        async def server_side():
+            request = await trio_websocket.wrap_server_stream(nursery, server_stream)
+            await request.accept()
+
+        nursery.start_soon(server_side)
+        client = await trio_websocket.wrap_client_stream(nursery, client_stream, "x", "/")
+        assert not parse_common_frames(client)  # a client masks what it sends

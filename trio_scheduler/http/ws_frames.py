@@ -1,5 +1,6 @@
 """A fast path for the frames peers send all the time: whole, masked, unfragmented text
-frames, parsed here; everything else is left to wsproto.
+frames, parsed here; everything else is left to wsproto. Whole text messages the server
+sends are framed here too.
 
 A browser sends four small text frames a second and a node two per job, and each
 arrives alone. wsproto is correct for every frame the RFC allows, but a frame passes
@@ -24,6 +25,7 @@ Like ``ws_batches``, this relies on attributes that are not public (trio-websock
 from __future__ import annotations
 
 import collections
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,6 +74,17 @@ def parse_text_frames(data: bytes, out: collections.deque[Event]) -> int:
     return pos
 
 
+def text_frame(text: str) -> bytes:
+    """One whole, unmasked text frame (as a server sends them) carrying ``text``."""
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        return bytes((_FIN_TEXT, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", _FIN_TEXT, 126, n) + payload
+    return struct.pack("!BBQ", _FIN_TEXT, 127, n) + payload
+
+
 def _unmask(mask: bytes, payload: bytes) -> bytes:
     """``payload`` XOR the repeated 4-byte ``mask``, as one big-integer operation."""
     n = len(payload)
@@ -87,6 +100,7 @@ class FastTextFrames:
     def __init__(self, connection: Any) -> None:
         self._connection = connection
         proto = connection.connection._proto
+        self._proto = proto
         self._decoder = proto._frame_decoder
         self._messages = proto._message_decoder
         self._parsed: collections.deque[Event] = collections.deque()
@@ -96,6 +110,12 @@ class FastTextFrames:
         return self._connection.state
 
     def send(self, event: Event) -> bytes:
+        """The bytes of ``event``; a whole text message is framed here (a server's frames
+        are not masked: a header and the UTF-8 payload), anything else by wsproto."""
+        if (type(event) is TextMessage and event.message_finished
+                and self._proto._outbound_opcode is None
+                and self._connection.state is ConnectionState.OPEN):
+            return text_frame(event.data)
         return self._connection.send(event)
 
     def __getattr__(self, name: str) -> Any:
@@ -125,8 +145,9 @@ class FastTextFrames:
 
 def parse_common_frames(ws: object) -> bool:
     """Make ``ws`` parse the common frames itself (see above); False (and nothing
-    changed) when ``ws`` is not an open trio-websocket connection whose internals this
-    module knows, or has extensions that change frames (none are offered today)."""
+    changed) when ``ws`` is not the server side of an open trio-websocket connection
+    whose internals this module knows, or has extensions that change frames (none are
+    offered today)."""
     if not isinstance(ws, trio_websocket.WebSocketConnection):
         return False
     connection = getattr(ws, "_wsproto", None)
@@ -134,9 +155,11 @@ def parse_common_frames(ws: object) -> bool:
         return True
     try:
         proto = connection.connection._proto
-        known = (isinstance(proto._frame_decoder.buffer.buffer, bytearray)
+        known = (not connection.client  # a client's frames are masked both ways round
+                 and isinstance(proto._frame_decoder.buffer.buffer, bytearray)
                  and hasattr(proto._frame_decoder, "header")
                  and hasattr(proto._message_decoder, "opcode")
+                 and hasattr(proto, "_outbound_opcode")
                  and not proto.extensions)
     except AttributeError:
         return False
