@@ -242,8 +242,9 @@ async def test_free_waits_for_the_turn_to_come_back(nursery):
         freed.append(True)
 
     nursery.start_soon(wait_free)
+    nursery.start_soon(wait_free)  # every waiter, not only the last
     await trio.testing.wait_all_tasks_blocked()
     assert freed == []
     inbox.give_back_turn()
     await trio.testing.wait_all_tasks_blocked()
-    assert freed == [True]
+    assert freed == [True, True]

@@ -119,6 +119,7 @@ class SessionInbox:
         if (self._parked and not self._held and not self._closed and self._gone is None
                 and not self._node_events and not self._client_sizes):
             self._held = True
+            self._turn_back = trio.Event()  # one per turn: every free() waits on it
             return True
         return False
 
@@ -135,7 +136,6 @@ class SessionInbox:
         """Wait until no frame is handled in place (the session task, before it runs
         session code other than through :meth:`next`)."""
         while self._held:
-            self._turn_back = trio.Event()
             await self._turn_back.wait()
 
     async def next(self) -> Any:

@@ -118,6 +118,7 @@ async def run_session_socket(ws: trio_websocket.WebSocketConnection, services: S
         # frame handled in place. Shielded so cleanup also runs on shutdown, bounded so it
         # cannot hang it.
         grace_s = services.config.server.shutdown_grace_s
+        session.stop_in_place()
         with trio.CancelScope(shield=True, deadline=trio.current_time() + grace_s):
             await inbox.free()
         inbox.close()
@@ -215,6 +216,7 @@ class SessionTask:
         self._finished = False
         self._timer: trio.CancelScope | None = None  # of the session task's wait, while in it
         self._in_place = False  # a frame is handled by the reader task
+        self._in_place_scope = trio.CancelScope()  # of the frame handled in place, if any
         self._close_asked: tuple[int, str] | None = None  # in place, for the session task
         self.undecodable_payloads = 0
 
@@ -274,19 +276,34 @@ class SessionTask:
         it (:meth:`_close`): the reader cannot wait for the peer's answer to a close, being
         the task that would read it.
         """
-        if self._finished or self._timer is None or not self._inbox.take_turn():
+        timer = self._timer
+        if (self._finished or timer is None or timer.cancel_called  # a due timer goes first
+                or not self._inbox.take_turn()):
             return False
         self._in_place = True
         try:
-            await self._step(frame)
+            # The reader task outlives the session: the session stops this step as it
+            # stops its own tasks (stop_in_place), and a bug ends the session, never the
+            # reader (whose failure would reach the server's nursery).
+            with trio.CancelScope() as self._in_place_scope:
+                await self._step(frame)
+                timer = self._timer
+                if timer is not None and not self._finished:
+                    timer.deadline = self._next_deadline()
+        except Exception:
+            log.exception("session frame failed", session_id=self.session_id)
+            self._finished = True
         finally:
             self._in_place = False
-            timer = self._timer
-            if timer is not None and not self._finished:
-                timer.deadline = self._next_deadline()
             self._inbox.give_back_turn(
                 nudge=self._finished or self._close_asked is not None)
         return True
+
+    def stop_in_place(self) -> None:
+        """The session is over: a frame still handled in place stops at its next
+        checkpoint, and none is handled in place from now on."""
+        self._finished = True
+        self._in_place_scope.cancel()
 
     async def _step(self, event: Any) -> None:
         """Handle ``event`` (if any), then whatever timer is due."""
