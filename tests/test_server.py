@@ -8,6 +8,8 @@ import pytest
 import redis
 import trio
 import trio_websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 
 from conftest import RunningServer, make_config
 from http_client import http_exchange, http_request
@@ -15,6 +17,9 @@ from harness import snapshot_where
 from trio_scheduler.server import serve
 from trio_scheduler.simulate.frames import heartbeat_frame, one_way_init, register_frame
 from trio_scheduler.simulate.peer import CannotConnect, connect
+
+
+BOUND_S = 10
 
 
 async def http_get(port: int, path: str, method: str = "GET") -> tuple[int, dict]:
@@ -127,6 +132,60 @@ async def test_a_session_close_is_answered_and_the_socket_closed_at_once(start_s
             with pytest.raises(trio_websocket.ConnectionClosed) as closed:
                 await client.recv()
             assert closed.value.reason.code == 1000
+
+
+async def _raw_peer(port: int, path: str):
+    """A TCP stream past the WebSocket handshake, and its wsproto client."""
+    peer = await trio.open_tcp_stream("127.0.0.1", port)
+    client = WSConnection(ConnectionType.CLIENT)
+    await peer.send_all(client.send(Request(host="x", target=path)))
+    events = []
+    while not any(isinstance(event, AcceptConnection) for event in events):
+        client.receive_data(await peer.receive_some())
+        events += list(client.events())
+    return peer, client
+
+
+async def _until_closed(peer, client) -> list:
+    """Every event until the server ends the TCP connection (a reset ends it too: the
+    server may close with bytes of ours still unread)."""
+    events = []
+    try:
+        while data := await peer.receive_some():
+            client.receive_data(data)
+            events += list(client.events())
+    except trio.BrokenResourceError:
+        pass
+    return events
+
+
+async def test_a_ping_after_the_servers_close_does_not_stop_the_server(start_server):
+    """A peer answering the server's close frame with a ping: trio-websocket's reader
+    would send a pong, which wsproto refuses after a close, outside any handler."""
+    server = await start_server(nodes={"register_timeout_s": 0.2})
+    with trio.fail_after(BOUND_S):
+        peer, client = await _raw_peer(server.port, "/ws/node")
+        events = []
+        while not any(isinstance(event, CloseConnection) for event in events):
+            client.receive_data(await peer.receive_some())  # 4003: no node_register
+            events += list(client.events())
+        # (wsproto would not send it: a hostile peer is not bound by that)
+        await peer.send_all(bytes([0x89, 0x80 | 4]) + b"\x00" * 4 + b"ping")
+        await peer.send_all(client.send(CloseConnection(code=1000)))
+        await _until_closed(peer, client)
+        peer, client = await _raw_peer(server.port, "/ws/session")  # still serving
+        await peer.aclose()
+
+
+async def test_a_message_over_the_limit_and_a_ping_in_one_read_close_with_1009(start_server):
+    server = await start_server(server={"max_message_bytes": 1000})
+    with trio.fail_after(BOUND_S):
+        peer, client = await _raw_peer(server.port, "/ws/session")
+        await peer.send_all(client.send(TextMessage(data="x" * 5000)) + client.send(Ping(b"p")))
+        closes = [e for e in await _until_closed(peer, client) if isinstance(e, CloseConnection)]
+        assert [close.code for close in closes] == [1009]
+        peer, client = await _raw_peer(server.port, "/ws/session")  # still serving
+        await peer.aclose()
 
 
 async def test_node_socket_closed_leaves_pools_at_once(start_server):

@@ -154,3 +154,16 @@ async def test_another_stream_is_used_through_its_own_methods():
     with trio.fail_after(BOUND_S):
         assert await replay.receive_some() == b"frame"
     assert replay.send_now(b"x") == 0  # not a socket: the caller falls back to send_all
+
+
+async def test_a_cancelled_read_keeps_the_request_head():
+    ours, _peer = await _socket_pair()
+    replay = ReplayStream(b"GET / HTTP/1.1\r\n", ours)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await replay.receive_some()
+    assert scope.cancelled_caught
+    with trio.fail_after(BOUND_S):
+        assert await replay.receive_some() == b"GET / HTTP/1.1\r\n"
+    with pytest.raises(ValueError):
+        await replay.receive_some(0)

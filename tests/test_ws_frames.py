@@ -16,6 +16,7 @@ from wsproto.events import (
     BytesMessage,
     CloseConnection,
     Ping,
+    Pong,
     Request,
     TextMessage,
 )
@@ -147,6 +148,9 @@ def test_a_fragmented_message_and_what_follows_it_are_framed_by_wsproto():
 
 
 def test_the_end_of_the_connection_comes_after_the_frames_before_it():
+    """(Plain wsproto puts its 1006 before frames it has not parsed yet; trio-websocket
+    never feeds it the end this way, it only stops reading. Here the order of the bytes
+    is kept.)"""
     client, server = _open_pair()
     fast = FastTextFrames(server)
     fast.receive_data(_text(client, "last"))
@@ -154,6 +158,31 @@ def test_the_end_of_the_connection_comes_after_the_frames_before_it():
     events = list(fast.events())
     assert events[0] == TextMessage(data="last")
     assert isinstance(events[1], CloseConnection) and events[1].code == 1006
+
+
+def test_nothing_is_parsed_after_a_close_wsproto_made_up_for_a_bad_frame():
+    """wsproto answers a close frame with an invalid code (999) with its own 1002 and
+    parses nothing more, though its state stays open: the fast path must not either."""
+    client, _ = _open_pair()
+    bad_close = bytes([0x88, 0x82]) + b"\x00" * 4 + b"\x03\xe7"  # masked, zero mask
+    reads = [bad_close, _text(client, "after")]
+    _, plain = _open_pair()
+    _, wrapped = _open_pair()
+    expected = _events_of(plain, reads)
+    assert [type(event) for event in expected] == [CloseConnection]
+    assert _events_of(FastTextFrames(wrapped), reads) == expected
+
+
+def test_what_may_not_be_sent_after_a_close_is_dropped_not_raised():
+    """trio-websocket's reader answers a ping, and closes for a message over the size
+    limit, whatever the state: after the server's close wsproto raises on both, and
+    nothing in the reader catches it (it would stop the server)."""
+    _, server = _open_pair()
+    fast = FastTextFrames(server)
+    closing = fast.send(CloseConnection(code=1000))
+    assert closing and fast.state.name == "LOCAL_CLOSING"
+    assert fast.send(Pong(b"p")) == b""
+    assert fast.send(CloseConnection(code=1009)) == b""
 
 
 async def _connection_pair(nursery, max_message_size: int = 100_000):

@@ -47,20 +47,21 @@ class ReplayStream(trio.abc.Stream):
         (shorter than asked), wait for readiness, then read; after a full one, more is
         probably there, so read first and yield after, as trio does.
         """
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
         if self._prefix:
+            await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled read takes nothing
             if max_bytes is None or max_bytes >= len(self._prefix):
                 data, self._prefix = self._prefix, b""
             else:
                 data, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return data
         socket = self._socket
         if socket is None:
             return await self.transport_stream.receive_some(max_bytes)
         if max_bytes is None:
             max_bytes = 65536
-        elif max_bytes < 1:
-            raise ValueError("max_bytes must be >= 1")
         if not self._drained:
             await trio.lowlevel.checkpoint_if_cancelled()
             data = _read(socket, max_bytes)

@@ -31,7 +31,7 @@ from typing import Any
 
 import trio_websocket
 from wsproto import ConnectionState
-from wsproto.events import Event, TextMessage
+from wsproto.events import CloseConnection, Event, Pong, TextMessage
 
 _FIN_TEXT = 0x81  # FIN, no RSV bits, opcode 1 (text)
 _MASKED = 0x80
@@ -104,6 +104,7 @@ class FastTextFrames:
         self._decoder = proto._frame_decoder
         self._messages = proto._message_decoder
         self._parsed: collections.deque[Event] = collections.deque()
+        self._closed = False  # wsproto gave a CloseConnection: it parses nothing more
 
     @property
     def state(self) -> ConnectionState:
@@ -111,11 +112,24 @@ class FastTextFrames:
 
     def send(self, event: Event) -> bytes:
         """The bytes of ``event``; a whole text message is framed here (a server's frames
-        are not masked: a header and the UTF-8 payload), anything else by wsproto."""
-        if (type(event) is TextMessage and event.message_finished
-                and self._proto._outbound_opcode is None
-                and self._connection.state is ConnectionState.OPEN):
-            return text_frame(event.data)
+        are not masked: a header and the UTF-8 payload), anything else by wsproto.
+
+        Once a close has begun, the pong trio-websocket's reader sends for a peer's ping,
+        and a second close (for a message over the size limit), are dropped: wsproto
+        refuses them with an exception that nothing in the reader catches, so any peer
+        could stop the whole server by pinging after the server closed (trio-websocket
+        issue 184). The RFC wants nothing more sent after a close anyway.
+        """
+        state = self._connection.state
+        if type(event) is TextMessage:
+            if (event.message_finished and state is ConnectionState.OPEN
+                    and self._proto._outbound_opcode is None):
+                return text_frame(event.data)
+        elif type(event) is Pong:
+            if state is not ConnectionState.OPEN:
+                return b""
+        elif type(event) is CloseConnection and state is ConnectionState.LOCAL_CLOSING:
+            return b""
         return self._connection.send(event)
 
     def __getattr__(self, name: str) -> Any:
@@ -133,12 +147,18 @@ class FastTextFrames:
         parsed = self._parsed
         while parsed:
             yield parsed.popleft()
-        yield from self._connection.events()
+        for event in self._connection.events():
+            if type(event) is CloseConnection:
+                # wsproto parses nothing more after a close, even one it made up for a
+                # bad frame while the state stays OPEN: neither may the fast path.
+                self._closed = True
+            yield event
 
     def _at_frame_boundary(self) -> bool:
-        """Whether wsproto holds nothing of a frame or message: the next byte starts one."""
+        """Whether wsproto holds nothing of a frame or message (the next byte starts one)
+        and would still parse it."""
         decoder = self._decoder
-        return (self._connection.state is ConnectionState.OPEN
+        return (self._connection.state is ConnectionState.OPEN and not self._closed
                 and not decoder.buffer.buffer and decoder.header is None
                 and self._messages.opcode is None)
 
