@@ -51,17 +51,18 @@ async def test_a_frame_that_arrives_later_is_read_once_after_the_socket_is_ready
     ours, peer = await _socket_pair()
     replay = ReplayStream(b"", ours)
     got = []
+    done = trio.Event()
 
     async def read():
         got.append(await replay.receive_some(1024))
+        done.set()
 
     nursery.start_soon(read)
     await trio.testing.wait_all_tasks_blocked()
     assert got == [] and reads == []  # waiting for readiness: no read that fails
     await peer.send_all(b"frame")
     with trio.fail_after(BOUND_S):
-        while not got:
-            await trio.sleep(0)
+        await done.wait()
     assert got == [b"frame"] and reads == [b"frame"]
 
 
@@ -109,19 +110,21 @@ async def test_a_read_of_a_stream_closed_here_is_closed_resource(nursery):
     ours, _peer = await _socket_pair()
     replay = ReplayStream(b"", ours)
     failures = []
+    done = trio.Event()
 
     async def read():
         try:
             await replay.receive_some()
         except trio.ClosedResourceError as exc:
             failures.append(exc)
+        done.set()
 
     nursery.start_soon(read)
     await trio.testing.wait_all_tasks_blocked()
     await replay.aclose()  # while the read waits: it is woken
     with trio.fail_after(BOUND_S):
-        while not failures:
-            await trio.sleep(0)
+        await done.wait()
+        assert len(failures) == 1
         with pytest.raises(trio.ClosedResourceError):
             await replay.receive_some()
 
@@ -138,6 +141,7 @@ async def test_a_reset_connection_is_broken_resource():
         await peer.aclose()
         with pytest.raises(trio.BrokenResourceError):
             await replay.receive_some()
+    await replay.aclose()
     await listeners[0].aclose()
 
 
